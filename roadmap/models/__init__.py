@@ -1,0 +1,6 @@
+"""The roadmap network, its profile and weight converters from the reference implementations."""
+from roadmap.models.convert import from_timm_convnext, from_torchvision_resnet
+from roadmap.models.profile import profile
+from roadmap.models.roadmap_net import CHOICES, RoadmapNet
+
+__all__ = ["CHOICES", "RoadmapNet", "from_timm_convnext", "from_torchvision_resnet", "profile"]

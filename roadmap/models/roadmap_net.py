@@ -1,0 +1,141 @@
+"""RoadmapNet: one configurable network from ResNet-50 to ConvNeXt-T (Liu et al., CVPR 2022, Fig. 2)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from timm.layers import make_divisible, trunc_normal_
+
+from roadmap.models.blocks import ACT_LAYERS, NORM_LAYERS, Block, downsample_layer
+from roadmap.models.blocks import stem as make_stem
+
+CHOICES = {
+    "stem": ("resnet", "patchify"),
+    "block": ("bottleneck", "inverted"),
+    "dw_position": ("middle", "top"),
+    "act": tuple(ACT_LAYERS),
+    "activations": ("every", "single"),
+    "norm": tuple(NORM_LAYERS),
+    "norms": ("every", "single"),
+    "downsample": ("in_block", "separate"),
+    "weight_init": ("resnet", "convnext"),
+}
+
+
+def _invalid(field: str, value: object, allowed: str) -> ValueError:
+    return ValueError(f"model.{field}={value!r} is invalid: allowed {allowed}")
+
+
+class RoadmapNet(nn.Module):
+    """ResNet-50 ... ConvNeXt-T as one network; every roadmap step flips constructor flags.
+
+    Flag (paper's name) — the step that flips it:
+      depths              stage compute ratio: [3,4,6,3] -> [3,3,9,3]            step 02a
+      stem                'resnet' -> 'patchify' (4x4 stride-4 "patchify" stem)    step 02
+      depthwise           dense -> depthwise spatial conv (ResNeXt-ify)           step 03a
+      widths, stem_width  network width 64 -> 96 (ResNeXt-ify)                     step 03
+      block               'bottleneck' -> 'inverted' (inverted bottleneck)         step 04
+      dw_position         'middle' -> 'top' (moving up the depthwise conv)         step 05a
+      kernel_size         3 -> 7 (large kernel; 5/9/11 are the paper's sweep)      step 05
+      act                 'relu' -> 'gelu' (replacing ReLU with GELU)              step 06a
+      activations         'every' -> 'single' (fewer activation functions)         step 06b
+      norms               'every' -> 'single' (fewer normalization layers)         step 06c
+      norm                'batchnorm' -> 'layernorm' (substituting BN with LN)     step 06
+      downsample          'in_block' -> 'separate' (separate downsampling layers)  step 07
+      layer_scale_init, drop_path_rate: training settings (paper Table 5), on from step 01.
+    `widths` are the bottleneck (inner) widths for 'bottleneck' blocks, whose output is 4x; for 'inverted'
+    blocks they are the residual widths and the hidden width is 4x. `width_mult` scales all widths (cheap
+    proxies); `weight_init` picks torchvision's ResNet init or ConvNeXt's truncated normal (std 0.02).
+    """
+
+    def __init__(self, depths: Sequence[int] = (3, 4, 6, 3), widths: Sequence[int] = (64, 128, 256, 512),
+                 stem_width: int = 64, stem: str = "resnet", block: str = "bottleneck",
+                 depthwise: bool = False, dw_position: str = "middle", kernel_size: int = 3,
+                 act: str = "relu", activations: str = "every", norm: str = "batchnorm",
+                 norms: str = "every", downsample: str = "in_block", layer_scale_init: float = 0.0,
+                 drop_path_rate: float = 0.0, num_classes: int = 1000, in_chans: int = 3,
+                 width_mult: float = 1.0, weight_init: str = "resnet"):
+        super().__init__()
+        depths, widths = list(depths), list(widths)
+        self._validate(locals())
+        widths = [make_divisible(w * width_mult, 8) for w in widths]
+        stem_width = make_divisible(stem_width * width_mult, 8)
+        self.num_classes = num_classes
+
+        self.stem = make_stem(stem, in_chans, stem_width, norm, act)
+        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()  # linear stochastic-depth ramp
+        stages, chs, idx = [], stem_width, 0
+        for i, (depth, width) in enumerate(zip(depths, widths)):
+            layers: list[nn.Module] = []
+            out_chs = width * (4 if block == "bottleneck" else 1)
+            if downsample == "separate" and i > 0:
+                layers.append(downsample_layer(chs, out_chs, norm))
+                chs = out_chs
+            for j in range(depth):
+                stride = 2 if downsample == "in_block" and i > 0 and j == 0 else 1
+                layers.append(Block(chs, width, stride=stride, block=block, depthwise=depthwise,
+                                    dw_position=dw_position, kernel_size=kernel_size, act=act,
+                                    activations=activations, norm=norm, norms=norms,
+                                    layer_scale_init=layer_scale_init, drop_path=dpr[idx]))
+                chs, idx = out_chs, idx + 1
+            stages.append(nn.Sequential(*layers))
+        self.stages = nn.Sequential(*stages)
+        self.num_features = chs
+        # ConvNeXt normalizes the pooled features; ResNet feeds them straight to the classifier.
+        self.head_norm = NORM_LAYERS[norm](chs) if downsample == "separate" else nn.Identity()
+        self.fc = nn.Linear(chs, num_classes)
+        self.apply(self._init_resnet if weight_init == "resnet" else self._init_convnext)
+
+    @staticmethod
+    def _validate(args: dict) -> None:
+        for field, allowed in CHOICES.items():
+            if args[field] not in allowed:
+                raise _invalid(field, args[field], " | ".join(map(repr, allowed)))
+        k = args["kernel_size"]
+        if not isinstance(k, int) or isinstance(k, bool) or k < 3 or k % 2 == 0:
+            raise _invalid("kernel_size", k, "an odd integer >= 3")
+        if len(args["depths"]) != len(args["widths"]):
+            raise _invalid("depths", args["depths"], f"one entry per stage, as widths ({len(args['widths'])})")
+        for field in ("depths", "widths"):
+            if not args[field] or any(not isinstance(v, int) or v < 1 for v in args[field]):
+                raise _invalid(field, args[field], "a non-empty list of positive integers")
+        if args["block"] == "bottleneck":
+            for field, ok in (("dw_position", "middle"), ("activations", "every"), ("norms", "every")):
+                if args[field] != ok:
+                    raise _invalid(field, args[field], f"{ok!r} with block='bottleneck' ({args[field]!r} needs block='inverted')")
+        if args["layer_scale_init"] < 0:
+            raise _invalid("layer_scale_init", args["layer_scale_init"], "a number >= 0 (0 = off)")
+        if not 0 <= args["drop_path_rate"] < 1:
+            raise _invalid("drop_path_rate", args["drop_path_rate"], "a number in [0, 1)")
+        if args["width_mult"] <= 0:
+            raise _invalid("width_mult", args["width_mult"], "a number > 0")
+
+    @staticmethod
+    def _init_resnet(m: nn.Module) -> None:
+        """torchvision's ResNet init: Kaiming-normal (fan_out) convs, unit norms, default Linear."""
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.LayerNorm)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    @staticmethod
+    def _init_convnext(m: nn.Module) -> None:
+        """The official ConvNeXt init: truncated normal (std 0.02) convs and Linear, zero biases."""
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stages(self.stem(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.head_norm(x.mean((2, 3), keepdim=True)).flatten(1)
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
