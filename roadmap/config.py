@@ -1,0 +1,46 @@
+"""Hydra composition over the repo's conf/ and the resolvers its YAML uses."""
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = ROOT / "conf"
+
+
+def _run_label(step: str | None, model_name: str | None) -> str:
+    return step or model_name or "custom"
+
+
+def _run_variant(override_dirname: str) -> str:
+    """Overrides that change what is trained, as a path-safe suffix of the run directory ('' if none)."""
+    return "," + re.sub(r"[/\\\s]+", "_", override_dirname) if override_dirname else ""
+
+
+def _swin_window(image_size: int) -> int:
+    """Swin's window must tile the token grid of every stage (image_size/32 at the last): 7 at 224 px."""
+    return 7 if image_size % 224 == 0 else max(1, image_size // 32)
+
+
+def _wandb_offline() -> bool:
+    return os.environ.get("WANDB_MODE", "offline") != "online"
+
+
+def register_resolvers() -> None:
+    for name, fn in {"roadmap_root": lambda: str(ROOT), "run_label": _run_label, "run_variant": _run_variant,
+                     "swin_window": _swin_window, "wandb_offline": _wandb_offline}.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
+
+
+def compose(overrides: Sequence[str] = (), return_hydra_config: bool = False) -> DictConfig:
+    """Compose conf/config.yaml with command-line style overrides, e.g. ['+roadmap=step05_kernel7']."""
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return hydra_compose("config", overrides=list(overrides), return_hydra_config=return_hydra_config)
