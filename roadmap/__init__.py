@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
@@ -18,7 +19,12 @@ register_resolvers()
 
 def build_model(cfg: DictConfig) -> nn.Module:
     """Instantiate `cfg.model` (our RoadmapNet or a timm baseline) from a composed config."""
-    return instantiate(cfg.model, _convert_="all")
+    try:
+        return instantiate(cfg.model, _convert_="all")
+    except InstantiationException as e:
+        if isinstance(e.__cause__, ValueError):  # a bad model flag: surface the builder's own message
+            raise e.__cause__ from None
+        raise
 
 
 __all__ = ["build_model", "compose", "profile"]

@@ -1,0 +1,69 @@
+"""Callbacks Lightning does not ship: exact resume of random state, and plain progress lines for log files."""
+from __future__ import annotations
+
+import random
+import sys
+import time
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+
+
+class ResumableRNG(L.Callback):
+    """Saves the torch/numpy/python RNG states with each checkpoint and restores them when the resumed
+    epoch starts, so a resumed run draws the same shuffles, augmentations, mixup and drop-path as an
+    uninterrupted one. Restoring at epoch start (not at load) skips draws made by the resume itself,
+    e.g. the sanity-check dataloader. States are stored as tensors/ints only (weights_only-safe)."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        np_state = np.random.get_state()
+        state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+                 "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:])}
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._pending = state_dict
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._pending is None:
+            return
+        s, self._pending = self._pending, None
+        torch.set_rng_state(s["torch"])
+        random.setstate(s["python"])
+        name, keys, *rest = s["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+        if "cuda" in s and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(s["cuda"])
+
+
+class LineProgress(L.Callback):
+    """One plain line every `every` steps and one per validation: readable in log files and on clusters,
+    where a live progress bar would be a stream of carriage returns."""
+
+    def __init__(self, every: int = 50) -> None:
+        self.every = every
+        self._start = 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
+                           batch: Any, batch_idx: int) -> None:
+        if trainer.is_global_zero and (batch_idx + 1) % self.every == 0:
+            m = trainer.callback_metrics
+            print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} batch {batch_idx + 1}/"
+                  f"{trainer.num_training_batches} loss {float(m.get('train/loss_step', float('nan'))):.4f} "
+                  f"{time.perf_counter() - self._start:.0f}s", file=sys.stdout, flush=True)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero and not trainer.sanity_checking:
+            m = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+            print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} " +
+                  " ".join(f"{k} {v:.3f}" for k, v in sorted(m.items())), file=sys.stdout, flush=True)

@@ -1,0 +1,38 @@
+"""Shared fixtures: tiny, CPU-only, logger-free configs composed from the real conf/ tree."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from roadmap import compose
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_DIR = os.environ.get("ROADMAP_DATA_DIR")
+STEPS = sorted(p.stem for p in (REPO / "conf" / "roadmap").glob("*.yaml"))
+
+# Small enough for 2 CPU cores: 32-px synthetic images, a handful of batches, no W&B.
+TINY = ["data=synthetic", "data.image_size=32", "data.batch_size=16", "data.num_workers=0",
+        "data.train_size=160", "data.val_size=64", "logger=none", "trainer.accelerator=cpu",
+        "trainer.devices=1", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=2", "trainer.deterministic=true"]
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path):
+    """compose(...) with the TINY overrides and the run directory in tmp_path."""
+    def make(*overrides: str):
+        return compose([*TINY, f"paths.output_dir={tmp_path / 'run'}", f"paths.log_dir={tmp_path}",
+                        f"paths.cache_dir={tmp_path / 'cache'}", *overrides])
+    return make
+
+
+def imagewoof_archive() -> Path:
+    """The real Imagewoof archive, or skip with the reason."""
+    if not DATA_DIR:
+        pytest.skip("ROADMAP_DATA_DIR is not set (point it at ../shared/data to run real-data tests)")
+    path = Path(DATA_DIR) / "imagewoof2-160.tgz"
+    if not path.exists():
+        pytest.skip(f"{path} not found")
+    return path

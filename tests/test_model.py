@@ -1,0 +1,126 @@
+"""The builder is exactly the paper's network at every row of Table 10 (issue: model and config tree)."""
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+import torchvision
+
+from roadmap import build_model, compose, profile
+from roadmap.models import RoadmapNet, from_timm_convnext, from_torchvision_resnet
+from roadmap.paper import table10
+
+from conftest import STEPS
+
+
+def _model(*overrides: str, num_classes: int = 1000) -> torch.nn.Module:
+    return build_model(compose([*overrides, f"data.num_classes={num_classes}"]))
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_step_composes_builds_and_trains(step):
+    cfg = compose([f"+roadmap={step}", "data.num_classes=7"])
+    assert cfg.roadmap.step == step and cfg.name == step
+    model = build_model(cfg)
+    x = torch.randn(2, 3, 64, 64)
+    out = model(x)
+    assert out.shape == (2, 7)
+    out.logsumexp(1).sum().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def _paper_rows():
+    """(row, overrides, GMACs) for every Table 10 row; kernel 5/9/11 are overrides of step05_kernel7."""
+    for row in table10().itertuples():
+        if row.step in STEPS:
+            yield row.step, [f"+roadmap={row.step}"], row.gmacs
+        else:  # step05_kernelK
+            k = int(row.step.removeprefix("step05_kernel"))
+            yield row.step, ["+roadmap=step05_kernel7", f"model.kernel_size={k}"], row.gmacs
+
+
+@pytest.mark.parametrize("row,overrides,gmacs", list(_paper_rows()), ids=lambda v: v if isinstance(v, str) else "")
+def test_gmacs_match_table10(row, overrides, gmacs):
+    measured = profile(_model(*overrides), image_size=224)["gmacs"]
+    assert measured == pytest.approx(gmacs, abs=0.05), f"{row}: {measured:.3f} GMACs vs paper {gmacs}"
+
+
+def test_step_configs_record_paper_numbers():
+    paper = table10().set_index("step")
+    for step in STEPS:
+        cfg = compose([f"+roadmap={step}"])
+        assert cfg.roadmap.paper_top1 == paper.loc[step, "top1"]
+        assert cfg.roadmap.paper_gmacs == paper.loc[step, "gmacs"]
+
+
+def test_recipe_flips_at_step01():
+    assert compose(["+roadmap=step00_baseline"]).recipe.name == "classic"
+    for step in STEPS[1:]:
+        assert compose([f"+roadmap={step}"]).recipe.name == "modern", step
+
+
+def test_step00_is_torchvision_resnet50():
+    torch.manual_seed(0)
+    ours = _model("+roadmap=step00_baseline").eval()
+    ref = torchvision.models.resnet50().eval()
+    assert profile(ours)["params"] == 25_557_032 == sum(p.numel() for p in ref.parameters())
+    from_torchvision_resnet(ours, ref)
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        assert (ours(x) - ref(x)).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize("overrides,timm_name,params", [
+    (["+roadmap=step07_separate_downsampling"], "convnext_tiny", 28_589_128),
+    (["model=convnext_tiny"], "convnext_tiny", 28_589_128),
+    (["model=convnext_small"], "convnext_small", None),
+    (["model=convnext_base"], "convnext_base", None),
+])
+def test_convnext_matches_timm(overrides, timm_name, params):
+    torch.manual_seed(0)
+    ours = _model(*overrides).eval()
+    ref = timm.create_model(timm_name).eval()
+    n = sum(p.numel() for p in ours.parameters())
+    assert n == sum(p.numel() for p in ref.parameters())
+    if params is not None:
+        assert n == params
+    from_timm_convnext(ours, ref)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert (ours(x) - ref(x)).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize("kwargs,field,allowed", [
+    ({"kernel_size": 4}, "kernel_size", "odd integer"),
+    ({"kernel_size": -3}, "kernel_size", "odd integer"),
+    ({"stem": "conv"}, "stem", "'resnet' | 'patchify'"),
+    ({"dw_position": "top"}, "dw_position", "block='inverted'"),
+    ({"activations": "single"}, "activations", "block='inverted'"),
+    ({"norm": "groupnorm"}, "norm", "'batchnorm' | 'layernorm'"),
+    ({"downsample": "pool"}, "downsample", "'in_block' | 'separate'"),
+    ({"depths": [3, 4]}, "depths", "one entry per stage"),
+    ({"drop_path_rate": 1.5}, "drop_path_rate", "[0, 1)"),
+])
+def test_bad_model_flags_raise_clear_error(kwargs, field, allowed):
+    with pytest.raises(ValueError) as err:
+        RoadmapNet(**kwargs)
+    msg = str(err.value)
+    assert f"model.{field}=" in msg and allowed in msg and "\n" not in msg
+
+
+def test_bad_flag_through_config():
+    with pytest.raises(ValueError, match=r"model\.kernel_size=8"):
+        _model("+roadmap=step05_kernel7", "model.kernel_size=8")
+
+
+def test_width_mult_scales_widths():
+    small = _model("+roadmap=step07_separate_downsampling", "model.width_mult=0.25")
+    assert small.num_features == 192
+    assert profile(small)["gmacs"] < 0.1 * profile(_model("+roadmap=step07_separate_downsampling"))["gmacs"]
+
+
+def test_vit_baselines_follow_image_size():
+    for name in ("deit_small", "swin_tiny"):
+        cfg = compose([f"model={name}", "data.image_size=64", "data.num_classes=10"])
+        assert cfg.name != "custom"
+        assert build_model(cfg)(torch.randn(1, 3, 64, 64)).shape == (1, 10)
