@@ -8,14 +8,16 @@ from pathlib import Path
 
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
-from omegaconf import DictConfig, OmegaConf
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
 
 
-def _run_label(step: str | None, model_name: str | None) -> str:
-    return step or model_name or "custom"
+def _run_label(step: str | None, model_choice: str) -> str:
+    """A run is named after its roadmap step, else after its model config (e.g. deit_small)."""
+    return step or model_choice
 
 
 def _run_variant(override_dirname: str) -> str:
@@ -39,8 +41,16 @@ def register_resolvers() -> None:
             OmegaConf.register_new_resolver(name, fn)
 
 
-def compose(overrides: Sequence[str] = (), return_hydra_config: bool = False) -> DictConfig:
-    """Compose conf/config.yaml with command-line style overrides, e.g. ['+roadmap=step05_kernel7']."""
+def compose(overrides: Sequence[str] = ()) -> DictConfig:
+    """Compose conf/config.yaml with command-line style overrides, e.g. ['+roadmap=step05_kernel7'].
+
+    As under `python run.py`, `${hydra:...}` interpolations resolve (e.g. the chosen model config);
+    set `paths.output_dir` yourself, since no run directory is created.
+    """
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose("config", overrides=list(overrides), return_hydra_config=return_hydra_config)
+        cfg = hydra_compose("config", overrides=list(overrides), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg

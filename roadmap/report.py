@@ -1,0 +1,268 @@
+"""Runs -> the roadmap trajectory beside the paper's: a table (CSV, Markdown) and a chart in the spirit of Fig. 2.
+
+Proxy runs (small data, small images, few epochs) are not on the paper's ImageNet scale, so the report compares
+steps rather than absolute numbers: each roadmap row's change over the previous measured row, with a 95 %
+interval paired by seed, and whether its sign agrees with the paper's change.
+
+    python -m roadmap.report outputs/trajectory outputs/kernel_sweep --out results/imagewoof64 [--no-wandb]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import wandb
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from scipy import stats
+
+from roadmap import paper
+
+SUMMARY = "summary.json"
+RUN_MARKERS = (".hydra", "checkpoints")  # a run directory has these from its start, summary.json only at its end
+SUPERSEDED = "superseded"  # where train(force=true) moves a run's old summary and checkpoints
+SCHEMA = ["status", "error", "name", "step", "step_name", "variant", "paper_top1", "paper_gmacs", "group", "model",
+          "params", "gmacs", "gmacs_224", "data", "image_size", "epochs", "seed", "recipe", "acc1", "acc5",
+          "acc1_best", "acc5_best", "val_loss", "train_img_per_s", "wall_s", "git_commit", "run_dir", "finished_at"]
+STATUS_ORDER = ("finished", "failed", "interrupted", "unfinished")
+KINDS = ("roadmap", "variant", "baseline")  # table order: the paper's rows, other variants of its steps, baselines
+# The paper's kernel sweep (its rows step05_kernel5/9/11) is step05_kernel7 trained with this override.
+KERNEL_STEP, KERNEL_OVERRIDE = "step05_kernel7", re.compile(r"model\.kernel_size=(\d+)")
+COLUMNS = ["row", "kind", "step", "variant", "paper_row", "n", "mean_top1", "std_top1", "ci95_top1", "prev_row",
+           "delta_prev", "delta_prev_ci95", "paper_top1", "paper_delta", "sign_agrees", "params_m", "gmacs",
+           "gmacs_224", "paper_gmacs", "train_img_per_s", "wall_s", "data", "image_size", "epochs", "status"]
+# Markdown shows these, rounded to so many decimals (None: not a number)
+MARKDOWN = {"row": None, "n": None, "mean_top1": 2, "std_top1": 2, "ci95_top1": 2, "delta_prev": 2,
+            "delta_prev_ci95": 2, "paper_top1": 2, "paper_delta": 2, "sign_agrees": None, "params_m": 2,
+            "gmacs": 3, "gmacs_224": 2, "train_img_per_s": 0, "wall_s": 0, "status": None}
+DEFAULT_TITLE = "ResNet-50 → ConvNeXt-T roadmap: paper vs measured"
+
+
+def load_runs(dirs: Sequence[str | Path]) -> pd.DataFrame:
+    """Every run under `dirs`, one row each, whatever became of it.
+
+    Finished, failed and interrupted runs come from their summary.json; a run directory with `.hydra/` or
+    `checkpoints/` but no summary gets status 'unfinished' and what its path
+    (<sweep>/<data>/<name>[,<overrides>]/seed<N>) tells. `run_dir` is where the run lies now.
+    """
+    steps = set(paper.table10()["step"])
+    records = []
+    for root in map(Path, dirs):
+        if not root.is_dir():
+            raise FileNotFoundError(f"no such directory: {root}")
+        records += [{**json.loads(p.read_text()), "run_dir": str(p.parent.resolve())}
+                    for p in sorted(root.rglob(SUMMARY)) if SUPERSEDED not in p.relative_to(root).parts]
+        started = sorted({p.parent for marker in RUN_MARKERS for p in root.rglob(marker)
+                          if p.is_dir() and SUPERSEDED not in p.relative_to(root).parts})
+        records += [_unfinished(d, steps) for d in started if not (d / SUMMARY).exists()]
+    runs = pd.DataFrame(records)
+    runs = runs.reindex(columns=list(dict.fromkeys([*SCHEMA, *runs.columns])))
+    runs = runs.astype({"seed": "Int64", "image_size": "Int64", "epochs": "Int64"})
+    return runs.drop_duplicates("run_dir", ignore_index=True)  # overlapping dirs find a run twice
+
+
+def _unfinished(run_dir: Path, steps: set[str]) -> dict:
+    name, _, variant = run_dir.parent.name.partition(",")
+    seed = re.fullmatch(r"seed(\d+)", run_dir.name)
+    return {"status": "unfinished", "error": "no summary.json: still running, or killed", "name": name,
+            "step": name if name in steps else None, "variant": variant, "group": run_dir.parent.parent.parent.name,
+            "data": run_dir.parent.parent.name, "seed": int(seed[1]) if seed else None,
+            "run_dir": str(run_dir.resolve())}
+
+
+def ci95(values: pd.Series) -> float:
+    """Half-width of the 95 % t-interval of the mean; NaN below two values."""
+    n = values.count()
+    return float(stats.t.ppf(0.975, n - 1) * stats.sem(values.dropna())) if n >= 2 else np.nan
+
+
+def trajectory_table(runs: pd.DataFrame, metric: str = "acc1") -> pd.DataFrame:
+    """One row per (name, variant): seeds aggregated, beside the paper's row it replays.
+
+    Rows come in the paper's order (Table 10), then other variants, then baselines (runs without a roadmap
+    step, compared with Table 1 by timm model name). `delta_prev` is the change over the previous measured
+    roadmap row (`prev_row`); its interval pairs the seeds both rows have.
+    """
+    t10 = paper.table10().set_index("step")
+    base = paper.baselines().set_index("timm_model")
+    runs = runs.assign(variant=runs["variant"].fillna(""))
+    runs = runs.assign(row=runs["name"].where(runs["variant"] == "", runs["name"] + "," + runs["variant"]))
+    rows, per_seed = [], {}
+    for key, g in runs.groupby("row", sort=False):
+        done = g[(g["status"] == "finished") & g[metric].notna()]
+        per_seed[key] = done.groupby("seed")[metric].mean()
+        name, variant = g["name"].iloc[0], g["variant"].iloc[0]
+        step = g["step"].dropna().iloc[0] if g["step"].notna().any() else None
+        target = _paper_step(step, variant)
+        if step is None:
+            kind, ref = "baseline", base.loc[name] if name in base.index else None
+        else:
+            kind, ref = ("roadmap", t10.loc[target]) if target in t10.index else ("variant", None)
+        rows.append({
+            "row": key, "kind": kind, "step": step, "variant": variant,
+            "paper_row": None if ref is None else (target if kind == "roadmap" else ref["name"]),
+            "n": len(done), "mean_top1": done[metric].mean(), "std_top1": done[metric].std(),
+            "ci95_top1": ci95(done[metric]), "prev_row": None, "delta_prev": np.nan, "delta_prev_ci95": np.nan,
+            "paper_top1": np.nan if ref is None else ref["top1"], "paper_delta": np.nan, "sign_agrees": None,
+            "params_m": g["params"].mean() / 1e6, "gmacs": g["gmacs"].mean(), "gmacs_224": g["gmacs_224"].mean(),
+            "paper_gmacs": np.nan if ref is None else ref["gmacs"],
+            "train_img_per_s": done["train_img_per_s"].mean(), "wall_s": done["wall_s"].mean(),
+            **{c: "/".join(dict.fromkeys(g[c].dropna().astype(str))) for c in ("data", "image_size", "epochs")},
+            "status": ", ".join(f"{k} {s}" for s, k in sorted(g["status"].value_counts().items(), key=_status_rank)),
+        })
+    order = {"roadmap": list(t10.index), "variant": list(t10.index), "baseline": list(base["name"])}
+    rows.sort(key=lambda r: (KINDS.index(r["kind"]), _position(order[r["kind"]], r), r["row"]))
+    prev = None
+    for r in (r for r in rows if r["kind"] == "roadmap" and r["n"] > 0):
+        if prev is not None:
+            r["prev_row"] = prev["row"]
+            r["delta_prev"] = r["mean_top1"] - prev["mean_top1"]
+            r["delta_prev_ci95"] = ci95((per_seed[r["row"]] - per_seed[prev["row"]]).dropna())
+            r["paper_delta"] = r["paper_top1"] - prev["paper_top1"]
+            if not np.isnan(r["paper_delta"]):
+                r["sign_agrees"] = bool(np.sign(r["delta_prev"]) == np.sign(r["paper_delta"]))
+        prev = r
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _paper_step(step: str | None, variant: str) -> str | None:
+    """The Table 10 row a run replays: its step, or step05_kernel<K> for the kernel sweep's override."""
+    if not variant:
+        return step
+    match = KERNEL_OVERRIDE.fullmatch(variant)
+    return f"step05_kernel{match[1]}" if step == KERNEL_STEP and match else None
+
+
+def _position(order: list[str], row: dict) -> int:
+    key = row["step"] if row["kind"] == "variant" else row["paper_row"]
+    return order.index(key) if key in order else len(order)
+
+
+def _status_rank(item: tuple[str, int]) -> int:
+    return STATUS_ORDER.index(item[0]) if item[0] in STATUS_ORDER else len(STATUS_ORDER)
+
+
+def plot_trajectory(table: pd.DataFrame, path: str | Path, title: str | None = None, metric: str = "acc1") -> Path:
+    """Two panels sharing the rows (step 00 on top): the paper's ImageNet-1K top-1 and ours, mean ± 95 % CI.
+
+    Proxies train on small data, so each panel has its own x scale; GMACs sit above each point (paper's and
+    ours at 224 px), and baselines are dashed vertical lines where a number exists.
+    """
+    steps = table[table["kind"] != "baseline"].reset_index(drop=True)
+    baselines = table[table["kind"] == "baseline"]
+    names = paper.table10().set_index("step")["name"]
+    labels = [names[r.paper_row] if r.kind == "roadmap" else r.row for r in steps.itertuples()]
+    context = ", ".join(f"{v}{unit}" for v, unit in ((_joined(table["data"]), ""),
+                                                     (_joined(table["image_size"]), " px"),
+                                                     (_joined(table["epochs"]), " ep")) if v)
+    fig = Figure(figsize=(12, 1.5 + 0.4 * max(len(steps), 1)), layout="constrained")
+    left, right = fig.subplots(1, 2, sharey=True)
+    y = np.arange(len(steps))
+    _panel(left, y, steps["paper_top1"], None, steps["paper_gmacs"], "tab:blue")
+    _panel(right, y, steps["mean_top1"], steps["ci95_top1"].fillna(0), steps["gmacs_224"], "tab:orange")
+    for yi in y[steps["mean_top1"].isna()]:
+        right.text(0.01, yi, steps["status"][yi], transform=right.get_yaxis_transform(), va="center",
+                   fontsize=7, color="gray")
+    for b in baselines.itertuples():
+        _reference(left, b.paper_top1, b.paper_row or b.row)
+        _reference(right, b.mean_top1, b.paper_row or b.row)
+    left.set_yticks(y, labels)
+    left.set_ylim(len(steps) - 0.5, -0.5)  # step 00 on top
+    left.set_xlabel("paper ImageNet-1K top-1 (%)")
+    right.set_xlabel(f"measured top-1, {metric} (%)" + (f" — {context}" if context else ""))
+    fig.suptitle(title or DEFAULT_TITLE)
+    fig.savefig(path, dpi=150)  # a bare Figure renders with Agg, no pyplot state
+    return Path(path)
+
+
+def _panel(ax: Axes, y: np.ndarray, top1: pd.Series, err: pd.Series | None, gmacs: pd.Series, color: str) -> None:
+    has = top1.notna().to_numpy()
+    ax.errorbar(top1[has], y[has], xerr=None if err is None else err[has], fmt="o", color=color, capsize=3)
+    for yi, x, g in zip(y[has], top1[has], gmacs[has]):
+        if pd.notna(g):
+            ax.annotate(f"{g:.2f} GMACs", (x, yi), xytext=(0, 5), textcoords="offset points", ha="center",
+                        va="bottom", fontsize=7, color="dimgray")
+    ax.margins(x=0.08)  # room for the GMACs labels at the edges
+    ax.grid(axis="x", alpha=0.3)
+
+
+def _reference(ax: Axes, x: float, label: str) -> None:
+    if pd.notna(x):
+        ax.axvline(x, ls="--", lw=1, color="gray")
+        ax.annotate(label, (x, 0), xycoords=ax.get_xaxis_transform(), xytext=(2, 2), textcoords="offset points",
+                    rotation=90, fontsize=7, color="gray")
+
+
+def _joined(values: pd.Series) -> str:
+    return "/".join(dict.fromkeys(v for v in values.dropna() if v))
+
+
+def write_report(dirs: Sequence[str | Path], out: str | Path, metric: str = "acc1",
+                 title: str | None = None) -> dict[str, Path]:
+    """Write trajectory.csv, trajectory.md and trajectory.png under `out` for the runs under `dirs`."""
+    runs = load_runs(dirs)
+    if runs.empty:
+        raise FileNotFoundError(f"no runs under {', '.join(map(str, dirs))}")
+    table = trajectory_table(runs, metric)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"csv": out / "trajectory.csv", "md": out / "trajectory.md", "png": out / "trajectory.png"}
+    table.to_csv(paths["csv"], index=False)
+    paths["md"].write_text(_markdown(table, runs, dirs, metric, title or DEFAULT_TITLE))
+    plot_trajectory(table, paths["png"], title, metric)
+    return paths
+
+
+def _markdown(table: pd.DataFrame, runs: pd.DataFrame, dirs: Sequence[str | Path], metric: str, title: str) -> str:
+    shown = table[list(MARKDOWN)].round({c: d for c, d in MARKDOWN.items() if d is not None})
+    shown = shown.astype(object).where(shown.notna(), None)  # blank cells, not 'nan'
+    bad = runs[runs["status"] != "finished"]
+    failures = [f"- `{r.run_dir}` — {r.status}: {r.error if pd.notna(r.error) else 'no error recorded'}"
+                for r in bad.itertuples()]
+    return "\n".join([
+        f"# {title}", "",
+        f"Read from: {', '.join(f'`{d}`' for d in dirs)}. Metric: `{metric}` (%), mean over finished seeds.", "",
+        "`ci95_*`: half-width of the 95 % t-interval; `delta_prev`: change over the previous measured roadmap "
+        "row, its interval paired by seed; `paper_delta`: the paper's change between the same rows; `gmacs` at "
+        "the run's image size, `gmacs_224` at 224 px.", "",
+        shown.to_markdown(index=False, missingval=""), "",
+        "## Failed or unfinished runs", "",
+        *(failures or ["None."]), "",
+    ])
+
+
+def log_to_wandb(table: pd.DataFrame, png: str | Path, group: str, project: str = "roadmap") -> None:
+    """Log the table and chart as one 'report' run beside the group's training runs (offline unless asked)."""
+    wandb.init(project=project, group=group, job_type="report", name=f"report-{group}", dir=Path(png).parent,
+               mode="online" if os.environ.get("WANDB_MODE") == "online" else "offline")
+    try:
+        wandb.log({"trajectory": wandb.Table(dataframe=table), "trajectory_chart": wandb.Image(str(png))})
+    finally:
+        wandb.finish()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m roadmap.report", description=__doc__.splitlines()[0])
+    parser.add_argument("dirs", nargs="+", type=Path, help="sweep directories, searched recursively for runs")
+    parser.add_argument("--out", type=Path, required=True, help="folder for trajectory.{csv,md,png}")
+    parser.add_argument("--metric", choices=("acc1", "acc1_best"), default="acc1")
+    parser.add_argument("--title")
+    parser.add_argument("--wandb", action=argparse.BooleanOptionalAction, default=True,
+                        help="log the table and chart to W&B (offline unless WANDB_MODE=online)")
+    args = parser.parse_args(argv)
+    paths = write_report(args.dirs, args.out, args.metric, args.title)
+    print(paths["md"].read_text())
+    if args.wandb:
+        runs = load_runs(args.dirs)
+        groups = runs["group"].dropna().unique()
+        log_to_wandb(trajectory_table(runs, args.metric), paths["png"], groups[0] if len(groups) == 1 else "report")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,196 @@
+"""roadmap.report on hand-made run directories: statistics against hand-computed numbers, nothing dropped."""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.image import imread
+
+from roadmap import paper
+from roadmap.report import COLUMNS, load_runs, log_to_wandb, trajectory_table, write_report
+
+REPO = Path(__file__).resolve().parents[1]
+REQUIRED = ["row", "step", "variant", "n", "mean_top1", "std_top1", "ci95_top1", "delta_prev", "delta_prev_ci95",
+            "paper_top1", "paper_delta", "sign_agrees", "params_m", "gmacs", "gmacs_224", "train_img_per_s",
+            "wall_s", "status"]
+T975_2 = 4.302652729749462   # scipy.stats.t.ppf(0.975, 2)
+T975_1 = 12.706204736174694  # scipy.stats.t.ppf(0.975, 1)
+
+
+def run_dir(sweep: Path, name: str, seed: int, variant: str = "") -> Path:
+    path = sweep / "imagewoof" / (f"{name},{variant}" if variant else name) / f"seed{seed}"
+    (path / ".hydra").mkdir(parents=True)
+    return path
+
+
+def write_run(sweep: Path, name: str, seed: int, acc1: float | None, *, step: str | None = "same",
+              variant: str = "", status: str = "finished", error: str | None = None) -> None:
+    """A summary.json as train() writes it; `step` defaults to the name (a roadmap step)."""
+    summary = {
+        "status": status, "error": error, "name": name, "step": name if step == "same" else step,
+        "step_name": None, "variant": variant, "paper_top1": None, "paper_gmacs": None, "group": sweep.name,
+        "model": "RoadmapNet", "params": 25_000_000, "gmacs": 0.3, "gmacs_224": 4.0, "data": "imagewoof",
+        "image_size": 64, "epochs": 20, "seed": seed, "recipe": "modern", "acc1": acc1, "acc5": None,
+        "acc1_best": acc1, "acc5_best": None, "val_loss": None, "train_img_per_s": 500.0 + seed, "wall_s": 100.0,
+        "git_commit": "abc", "run_dir": "/elsewhere", "finished_at": "2024-01-01T00:00:00+00:00",
+    }
+    (run_dir(sweep, name, seed, variant) / "summary.json").write_text(json.dumps(summary))
+
+
+@pytest.fixture(scope="module")
+def sweeps(tmp_path_factory) -> list[Path]:
+    root = tmp_path_factory.mktemp("outputs")
+    trajectory, kernels = root / "trajectory", root / "kernel_sweep"
+    for seed, acc in enumerate([70.0, 72.0, 74.0]):
+        write_run(trajectory, "step00_baseline", seed, acc)
+    for seed, acc in enumerate([75.0, 78.0, 78.0]):
+        write_run(trajectory, "step01_modern_training", seed, acc)
+    write_run(trajectory, "step02a_stage_ratio", 0, 74.0)
+    write_run(trajectory, "step02a_stage_ratio", 1, 76.0)
+    write_run(trajectory, "step02a_stage_ratio", 2, None, status="failed", error="OutOfMemoryError: CUDA oom")
+    run_dir(trajectory, "step02_macro_design", 0)  # started, never wrote a summary
+    write_run(trajectory, "deit_small_patch16_224", 0, 60.0, step=None)
+    write_run(kernels, "step05_kernel7", 0, 71.0, variant="model.kernel_size=9")
+    write_run(kernels, "step05_kernel7", 1, 73.0, variant="model.kernel_size=9")
+    write_run(kernels, "step05_kernel7", 0, 69.0, variant="model.drop_path_rate=0.2")
+    return [trajectory, kernels]
+
+
+@pytest.fixture(scope="module")
+def report(sweeps, tmp_path_factory) -> dict[str, Path]:
+    return write_report(sweeps, tmp_path_factory.mktemp("report"))
+
+
+@pytest.fixture(scope="module")
+def table(report) -> pd.DataFrame:
+    return pd.read_csv(report["csv"]).set_index("row")
+
+
+def test_csv_has_the_required_columns(table):
+    assert set(REQUIRED) <= {"row", *table.columns}
+    assert ["row", *table.columns] == COLUMNS
+
+
+def test_rows_follow_the_paper_then_variants_then_baselines(table):
+    assert list(table.index) == ["step00_baseline", "step01_modern_training", "step02a_stage_ratio",
+                                 "step02_macro_design", "step05_kernel7,model.kernel_size=9",
+                                 "step05_kernel7,model.drop_path_rate=0.2", "deit_small_patch16_224"]
+    assert list(table["kind"]) == ["roadmap"] * 5 + ["variant", "baseline"]
+
+
+def test_seed_statistics(table):
+    r = table.loc["step00_baseline"]  # seeds 70, 72, 74
+    assert r["n"] == 3
+    assert r["mean_top1"] == pytest.approx(72.0)
+    assert r["std_top1"] == pytest.approx(2.0)  # sqrt((4 + 0 + 4) / 2)
+    assert r["ci95_top1"] == pytest.approx(4.9682754235)  # T975_2 * 2 / sqrt(3)
+    assert r["ci95_top1"] == pytest.approx(T975_2 * 2 / np.sqrt(3))
+    one = table.loc["step05_kernel7,model.drop_path_rate=0.2"]  # a single seed: no spread, no interval
+    assert one["n"] == 1 and one["mean_top1"] == 69.0
+    assert np.isnan(one["std_top1"]) and np.isnan(one["ci95_top1"])
+    assert r["params_m"] == pytest.approx(25.0) and r["gmacs_224"] == pytest.approx(4.0)
+    assert r["train_img_per_s"] == pytest.approx(501.0)  # 500, 501, 502
+    assert r["status"] == "3 finished"
+
+
+def test_delta_interval_pairs_seeds(table):
+    modern = table.loc["step01_modern_training"]  # 75, 78, 78 minus 70, 72, 74 per seed: 5, 6, 4
+    assert modern["prev_row"] == "step00_baseline"
+    assert modern["delta_prev"] == pytest.approx(5.0)
+    assert modern["delta_prev_ci95"] == pytest.approx(2.4841377118)  # T975_2 * std(5, 6, 4)=1 / sqrt(3)
+    ratio = table.loc["step02a_stage_ratio"]  # 74, 76 (seed 2 failed) vs 75, 78, 78
+    assert ratio["delta_prev"] == pytest.approx(75.0 - 77.0)  # difference of the means, all seeds
+    assert ratio["delta_prev_ci95"] == pytest.approx(6.3531023681)  # seeds 0, 1: -1, -2; T975_1 * 0.7071 / sqrt(2)
+    assert ratio["std_top1"] == pytest.approx(np.sqrt(2))
+    assert ratio["ci95_top1"] == pytest.approx(T975_1)  # T975_1 * sqrt(2) / sqrt(2)
+    assert ratio["status"] == "2 finished, 1 failed"
+    first = table.loc["step00_baseline"]
+    assert np.isnan(first["delta_prev"]) and np.isnan(first["paper_delta"])
+
+
+def test_sign_agreement_with_the_paper(table):
+    t10 = paper.table10().set_index("step")["top1"]
+    modern, ratio = table.loc["step01_modern_training"], table.loc["step02a_stage_ratio"]
+    assert modern["paper_delta"] == pytest.approx(t10["step01_modern_training"] - t10["step00_baseline"])
+    assert modern["sign_agrees"] is True  # +5 measured, +2.69 in the paper
+    assert ratio["sign_agrees"] is False  # -2 measured, +0.54 in the paper
+    assert np.isnan(table.loc["step00_baseline", "sign_agrees"])
+    assert np.isnan(table.loc["deit_small_patch16_224", "sign_agrees"])
+
+
+def test_kernel_override_replays_the_papers_kernel9_row(table):
+    r = table.loc["step05_kernel7,model.kernel_size=9"]
+    t10 = paper.table10().set_index("step")
+    assert r["paper_row"] == "step05_kernel9"
+    assert r["paper_top1"] == t10.loc["step05_kernel9", "top1"]
+    assert r["paper_gmacs"] == t10.loc["step05_kernel9", "gmacs"]
+    assert r["prev_row"] == "step02a_stage_ratio"  # step02_macro_design has no finished run
+    assert r["delta_prev"] == pytest.approx(72.0 - 75.0)
+    assert r["delta_prev_ci95"] == pytest.approx(0.0)  # seeds 0, 1: -3, -3
+    other = table.loc["step05_kernel7,model.drop_path_rate=0.2"]
+    assert np.isnan(other["paper_top1"]) and np.isnan(other["delta_prev"])
+
+
+def test_baseline_row(table):
+    r = table.loc["deit_small_patch16_224"]
+    assert r["kind"] == "baseline" and r["paper_row"] == "DeiT-S"
+    assert r["paper_top1"] == pytest.approx(79.8)
+    assert r["mean_top1"] == 60.0 and np.isnan(r["delta_prev"])
+
+
+def test_failed_and_unfinished_runs_are_listed(sweeps, report, table):
+    runs = load_runs(sweeps)
+    assert len(runs) == 14
+    failed = runs[runs["status"] == "failed"].iloc[0]
+    assert (failed["name"], failed["seed"], failed["error"]) == ("step02a_stage_ratio", 2, "OutOfMemoryError: CUDA oom")
+    unfinished = runs[runs["status"] == "unfinished"].iloc[0]
+    assert (unfinished["step"], unfinished["seed"], unfinished["data"]) == ("step02_macro_design", 0, "imagewoof")
+    assert Path(unfinished["run_dir"]) == sweeps[0] / "imagewoof" / "step02_macro_design" / "seed0"
+    assert Path(failed["run_dir"]) == sweeps[0] / "imagewoof" / "step02a_stage_ratio" / "seed2"  # found, not stored
+    assert table.loc["step02_macro_design", "n"] == 0
+    assert table.loc["step02_macro_design", "status"] == "1 unfinished"
+    md = report["md"].read_text()
+    section = md.split("## Failed or unfinished runs")[1]
+    assert f"`{failed['run_dir']}` — failed: OutOfMemoryError: CUDA oom" in section
+    assert f"`{unfinished['run_dir']}` — unfinished" in section
+    assert all(str(d) in md for d in sweeps)
+    assert "| step00_baseline" in md and "nan" not in md
+
+
+def test_superseded_results_are_not_runs(tmp_path):
+    write_run(tmp_path / "g", "step00_baseline", 0, 70.0)
+    old = tmp_path / "g" / "imagewoof" / "step00_baseline" / "seed0" / "superseded" / "20240101-000000"
+    (old / "checkpoints").mkdir(parents=True)
+    (old / "summary.json").write_text("{}")
+    assert list(load_runs([tmp_path / "g"])["status"]) == ["finished"]
+
+
+def test_chart_is_a_real_image(report):
+    image = imread(report["png"])
+    assert image.shape[0] > 100 and image.shape[1] > 100
+    assert image[..., :3].std() > 0.01
+
+
+def test_cli(sweeps, tmp_path):
+    out = tmp_path / "cli"
+    done = subprocess.run(["uv", "run", "python", "-m", "roadmap.report", *map(str, sweeps), "--out", str(out),
+                           "--metric", "acc1_best", "--no-wandb"], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "step00_baseline" in done.stdout
+    assert {p.name for p in out.iterdir()} == {"trajectory.csv", "trajectory.md", "trajectory.png"}
+
+
+def test_wandb_offline_run(sweeps, report, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    out = tmp_path / "report"
+    out.mkdir()
+    png = out / "trajectory.png"
+    png.write_bytes(report["png"].read_bytes())
+    log_to_wandb(trajectory_table(load_runs(sweeps)), png, group="trajectory")
+    assert list(out.glob("wandb/offline-run-*"))
