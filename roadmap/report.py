@@ -87,7 +87,8 @@ def trajectory_table(runs: pd.DataFrame, metric: str = "acc1") -> pd.DataFrame:
 
     Rows come in the paper's order (Table 10), then other variants, then baselines (runs without a roadmap
     step, compared with Table 1 by timm model name). `delta_prev` is the change over the previous measured
-    roadmap row (`prev_row`); its interval pairs the seeds both rows have.
+    roadmap row (`prev_row`; kernel 5/9/11 rows branch off the chain, which runs 05a -> kernel 7 -> 06a);
+    its interval pairs the seeds both rows have.
     """
     t10 = paper.table10().set_index("step")
     base = paper.baselines().set_index("timm_model")
@@ -101,7 +102,10 @@ def trajectory_table(runs: pd.DataFrame, metric: str = "acc1") -> pd.DataFrame:
         step = g["step"].dropna().iloc[0] if g["step"].notna().any() else None
         target = _paper_step(step, variant)
         if step is None:
-            kind, ref = "baseline", base.loc[name] if name in base.index else None
+            # a timm baseline is known by its timm model; ConvNeXt-T (our builder) by its config name
+            model = g["model"].dropna().iloc[0] if g["model"].notna().any() else None
+            key_ = model if model in base.index else name
+            kind, ref = "baseline", base.loc[key_] if key_ in base.index else None
         else:
             kind, ref = ("roadmap", t10.loc[target]) if target in t10.index else ("variant", None)
         rows.append({
@@ -118,6 +122,8 @@ def trajectory_table(runs: pd.DataFrame, metric: str = "acc1") -> pd.DataFrame:
         })
     order = {"roadmap": list(t10.index), "variant": list(t10.index), "baseline": list(base["name"])}
     rows.sort(key=lambda r: (KINDS.index(r["kind"]), _position(order[r["kind"]], r), r["row"]))
+    # Kernel 5/9/11 are side rows of step 05: compared with the chain, but the chain runs 05a -> k7 -> 06a.
+    side = {f"step05_kernel{k}" for k in (5, 9, 11)}
     prev = None
     for r in (r for r in rows if r["kind"] == "roadmap" and r["n"] > 0):
         if prev is not None:
@@ -127,7 +133,8 @@ def trajectory_table(runs: pd.DataFrame, metric: str = "acc1") -> pd.DataFrame:
             r["paper_delta"] = r["paper_top1"] - prev["paper_top1"]
             if not np.isnan(r["paper_delta"]):
                 r["sign_agrees"] = bool(np.sign(r["delta_prev"]) == np.sign(r["paper_delta"]))
-        prev = r
+        if r["paper_row"] not in side:
+            prev = r
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

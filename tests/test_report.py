@@ -28,12 +28,13 @@ def run_dir(sweep: Path, name: str, seed: int, variant: str = "") -> Path:
 
 
 def write_run(sweep: Path, name: str, seed: int, acc1: float | None, *, step: str | None = "same",
-              variant: str = "", status: str = "finished", error: str | None = None) -> None:
+              variant: str = "", status: str = "finished", error: str | None = None,
+              model: str = "RoadmapNet") -> None:
     """A summary.json as train() writes it; `step` defaults to the name (a roadmap step)."""
     summary = {
         "status": status, "error": error, "name": name, "step": name if step == "same" else step,
         "step_name": None, "variant": variant, "paper_top1": None, "paper_gmacs": None, "group": sweep.name,
-        "model": "RoadmapNet", "params": 25_000_000, "gmacs": 0.3, "gmacs_224": 4.0, "data": "imagewoof",
+        "model": model, "params": 25_000_000, "gmacs": 0.3, "gmacs_224": 4.0, "data": "imagewoof",
         "image_size": 64, "epochs": 20, "seed": seed, "recipe": "modern", "acc1": acc1, "acc5": None,
         "acc1_best": acc1, "acc5_best": None, "val_loss": None, "train_img_per_s": 500.0 + seed, "wall_s": 100.0,
         "git_commit": "abc", "run_dir": "/elsewhere", "finished_at": "2024-01-01T00:00:00+00:00",
@@ -53,7 +54,7 @@ def sweeps(tmp_path_factory) -> list[Path]:
     write_run(trajectory, "step02a_stage_ratio", 1, 76.0)
     write_run(trajectory, "step02a_stage_ratio", 2, None, status="failed", error="OutOfMemoryError: CUDA oom")
     run_dir(trajectory, "step02_macro_design", 0)  # started, never wrote a summary
-    write_run(trajectory, "deit_small_patch16_224", 0, 60.0, step=None)
+    write_run(trajectory, "deit_small", 0, 60.0, step=None, model="deit_small_patch16_224")
     write_run(kernels, "step05_kernel7", 0, 71.0, variant="model.kernel_size=9")
     write_run(kernels, "step05_kernel7", 1, 73.0, variant="model.kernel_size=9")
     write_run(kernels, "step05_kernel7", 0, 69.0, variant="model.drop_path_rate=0.2")
@@ -78,7 +79,7 @@ def test_csv_has_the_required_columns(table):
 def test_rows_follow_the_paper_then_variants_then_baselines(table):
     assert list(table.index) == ["step00_baseline", "step01_modern_training", "step02a_stage_ratio",
                                  "step02_macro_design", "step05_kernel7,model.kernel_size=9",
-                                 "step05_kernel7,model.drop_path_rate=0.2", "deit_small_patch16_224"]
+                                 "step05_kernel7,model.drop_path_rate=0.2", "deit_small"]
     assert list(table["kind"]) == ["roadmap"] * 5 + ["variant", "baseline"]
 
 
@@ -119,7 +120,7 @@ def test_sign_agreement_with_the_paper(table):
     assert modern["sign_agrees"] is True  # +5 measured, +2.69 in the paper
     assert ratio["sign_agrees"] is False  # -2 measured, +0.54 in the paper
     assert np.isnan(table.loc["step00_baseline", "sign_agrees"])
-    assert np.isnan(table.loc["deit_small_patch16_224", "sign_agrees"])
+    assert np.isnan(table.loc["deit_small", "sign_agrees"])
 
 
 def test_kernel_override_replays_the_papers_kernel9_row(table):
@@ -136,7 +137,7 @@ def test_kernel_override_replays_the_papers_kernel9_row(table):
 
 
 def test_baseline_row(table):
-    r = table.loc["deit_small_patch16_224"]
+    r = table.loc["deit_small"]
     assert r["kind"] == "baseline" and r["paper_row"] == "DeiT-S"
     assert r["paper_top1"] == pytest.approx(79.8)
     assert r["mean_top1"] == 60.0 and np.isnan(r["delta_prev"])
@@ -194,3 +195,17 @@ def test_wandb_offline_run(sweeps, report, tmp_path, monkeypatch):
     png.write_bytes(report["png"].read_bytes())
     log_to_wandb(trajectory_table(load_runs(sweeps)), png, group="trajectory")
     assert list(out.glob("wandb/offline-run-*"))
+
+
+def test_kernel_rows_branch_off_the_chain(tmp_path):
+    """Kernel 5/9 are compared with step 05a, but GELU (06a) is compared with kernel 7, as in the paper."""
+    for name, acc, variant in [("step05a_move_up", 70.0, ""), ("step05_kernel7", 71.0, "model.kernel_size=5"),
+                               ("step05_kernel7", 72.0, ""), ("step05_kernel7", 75.0, "model.kernel_size=9"),
+                               ("step06a_gelu", 73.0, "")]:
+        write_run(tmp_path / "fine", name, 0, acc, variant=variant)
+    t = trajectory_table(load_runs([tmp_path / "fine"])).set_index("row")
+    assert t.loc["step05_kernel7,model.kernel_size=5", "prev_row"] == "step05a_move_up"
+    assert t.loc["step05_kernel7", "prev_row"] == "step05a_move_up"
+    assert t.loc["step05_kernel7,model.kernel_size=9", "prev_row"] == "step05_kernel7"
+    assert t.loc["step06a_gelu", "prev_row"] == "step05_kernel7"
+    assert t.loc["step06a_gelu", "delta_prev"] == pytest.approx(1.0)
