@@ -4,7 +4,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import lightning as L
 import pytest
+import torch
 
 from roadmap import compose
 
@@ -36,3 +38,26 @@ def imagewoof_archive() -> Path:
     if not path.exists():
         pytest.skip(f"{path} not found")
     return path
+
+
+class CrashAfterFirstEpoch(L.Callback):
+    """Simulates a crash once epoch 1 is done (after its checkpoint was written)."""
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch == 0:
+            raise RuntimeError("simulated crash after epoch 1")
+
+
+class PoisonWeightsAtSecondEpoch(L.Callback):
+    """Makes the loss NaN at the first batch of epoch 2, after epoch 1 was checkpointed."""
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == 1:
+            with torch.no_grad():
+                next(pl_module.model.parameters()).fill_(float("nan"))
+
+
+@pytest.fixture(scope="session")
+def data_cache(tmp_path_factory) -> Path:
+    """One extraction cache for the whole test session (the Imagewoof archive extracts once)."""
+    return tmp_path_factory.mktemp("data_cache")

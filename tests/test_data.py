@@ -1,0 +1,322 @@
+"""ImageDataModule: synthetic data that is deterministic and learnable, the recipes' transforms, one clear
+DataError per kind of bad input, and one real batch from the Imagewoof archive when it is available."""
+from __future__ import annotations
+
+import logging
+import os
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from PIL import Image
+from timm.data.auto_augment import RandAugment
+from timm.data.random_erasing import RandomErasing
+
+from roadmap.config import compose
+from roadmap.data import DataError, ImageDataModule, build_transforms, synthesize
+
+CLASSES = ("ant", "bee", "cat")
+
+
+def make_folder(root: Path, classes: tuple[str, ...] = CLASSES, per_class: int = 4,
+                splits: tuple[str, ...] = ("train", "val")) -> Path:
+    """A tiny ImageFolder: root/<split>/<class>/<i>.JPEG, 40 x 40 px."""
+    rng = np.random.default_rng(0)
+    for split in splits:
+        for name in classes:
+            (root / split / name).mkdir(parents=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / name / f"{i}.JPEG", quality=90)
+    return root
+
+
+def make_archive(folder: Path, archive: Path, stem: str = "imagewoof2-160") -> Path:
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname=stem)
+    return archive
+
+
+def datamodule(**kwargs) -> ImageDataModule:
+    return ImageDataModule(**{"image_size": 32, "batch_size": 4, "num_workers": 0, "num_classes": 3, **kwargs})
+
+
+def raises_data_error(build, *needles: str) -> DataError:
+    """`build()` raises a one-line DataError mentioning every needle."""
+    with pytest.raises(DataError) as info:
+        build()
+    message = str(info.value)
+    assert "\n" not in message
+    for needle in needles:
+        assert needle in message, f"{needle!r} not in {message!r}"
+    return info.value
+
+
+def augment(recipe: str) -> dict:
+    return dict(compose([f"recipe={recipe}"]).recipe.augment)
+
+
+# --- synthetic -------------------------------------------------------------------------------------------------
+
+def test_synthetic_is_deterministic_and_balanced() -> None:
+    images, labels = synthesize.__wrapped__(60, 10, (0, 0))   # bypass the cache: generate twice
+    again, again_labels = synthesize.__wrapped__(60, 10, (0, 0))
+    assert np.array_equal(images, again) and np.array_equal(labels, again_labels)
+    assert not np.array_equal(images, synthesize.__wrapped__(60, 10, (1, 0))[0])
+    assert images.shape == (60, 64, 64, 3) and images.dtype == np.uint8
+    assert np.bincount(labels, minlength=10).tolist() == [6] * 10
+
+    first, second = (datamodule(name="synthetic", num_classes=10, train_size=40, val_size=20, seed=3)
+                     for _ in range(2))
+    for dm in (first, second):
+        dm.setup("fit")
+    x1, y1 = next(iter(first.val_dataloader()))
+    x2, y2 = next(iter(second.val_dataloader()))
+    assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    assert (first.num_train, first.num_val) == (40, 20)
+    assert "synthetic: 40 train / 20 val images, 10 classes, 32px" in first.describe()
+
+
+def test_synthetic_classes_are_distinguishable() -> None:
+    """A nearest-class-mean classifier on 32-px pixels beats chance (10 %) by far; shuffled labels do not."""
+    dm = datamodule(name="synthetic", num_classes=10, train_size=1000, val_size=500)
+    dm.setup("fit")
+
+    def pixels(dataset) -> tuple[np.ndarray, np.ndarray]:
+        samples = [(dm.val_transform(Image.fromarray(image)), label)
+                   for image, label in zip(dataset.images, dataset.targets)]
+        return torch.stack([x for x, _ in samples]).flatten(1).numpy(), np.array([y for _, y in samples])
+
+    (x, y), (x_val, y_val) = pixels(dm.train_set), pixels(dm.val_set)
+
+    def accuracy(train_labels: np.ndarray) -> float:
+        means = np.stack([x[train_labels == c].mean(0) for c in range(10)])
+        predicted = ((x_val[:, None] - means[None]) ** 2).sum(-1).argmin(1)
+        return float((predicted == y_val).mean())
+
+    assert accuracy(y) > 0.25
+    assert accuracy(np.random.default_rng(0).permutation(y)) < 0.16
+
+
+# --- transforms ------------------------------------------------------------------------------------------------
+
+def test_classic_and_modern_transforms() -> None:
+    kinds = {}
+    for recipe in ("classic", "modern"):
+        train, val = build_transforms(64, augment(recipe))
+        kinds[recipe] = {type(t).__name__ for t in train.transforms}, train, val
+    classic, modern = kinds["classic"][1], kinds["modern"][1]
+    assert {"RandomResizedCropAndInterpolation", "RandomHorizontalFlip"} <= kinds["classic"][0]
+    assert not any(isinstance(t, (RandAugment, RandomErasing)) for t in classic.transforms)
+    assert "ColorJitter" not in kinds["classic"][0]
+    assert any(isinstance(t, RandAugment) for t in modern.transforms)
+    assert any(isinstance(t, RandomErasing) for t in modern.transforms)
+    assert "bicubic" in repr(modern) and "bicubic" not in repr(classic)
+
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (80, 100, 3), dtype=np.uint8))
+    for _, _, val in kinds.values():
+        out = val(image)
+        assert out.shape == (3, 64, 64) and torch.equal(out, val(image))   # deterministic resize + centre crop
+    raises_data_error(lambda: build_transforms(64, {"reprob": 0.25}), "reprob", "re_prob")
+
+
+# --- bad configuration -----------------------------------------------------------------------------------------
+
+def test_bad_arguments() -> None:
+    raises_data_error(lambda: datamodule(name="mnist"), "mnist", "imagewoof", "folder")
+    raises_data_error(lambda: datamodule(name="synthetic", image_size=16), "image_size=16", "32")
+    raises_data_error(lambda: datamodule(name="synthetic", bad_images="ignore"), "ignore", "fail, skip")
+    raises_data_error(lambda: datamodule(name="synthetic", train_size=10, batch_size=16).setup("fit"),
+                      "batch_size=16", "10 training images")
+
+
+def test_bad_roots(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    raises_data_error(lambda: datamodule(name="folder", root=str(missing)).setup("fit"),
+                      str(missing), "does not exist", "train/<class>")
+    raises_data_error(lambda: datamodule(name="imagewoof", root=str(missing)).prepare_data(),
+                      str(missing), "imagewoof2-160.tgz")
+    raises_data_error(lambda: datamodule(name="imagewoof", root=None).prepare_data(), "data.root")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    raises_data_error(lambda: datamodule(name="imagenet", root=str(empty)).setup("fit"), str(empty), "is empty")
+    raises_data_error(lambda: datamodule(name="imagenette", root=str(empty)).prepare_data(), str(empty), "empty")
+    raises_data_error(lambda: datamodule(name="cifar10", root=str(empty)).setup("fit"),
+                      str(empty), "cifar-10-batches-py")
+
+
+def test_bad_folder_layouts(tmp_path: Path) -> None:
+    no_val = make_folder(tmp_path / "no_val", splits=("train",))
+    raises_data_error(lambda: datamodule(name="folder", root=str(no_val)).setup("fit"), str(no_val), "val/")
+    folder = make_folder(tmp_path / "ok")
+    raises_data_error(lambda: datamodule(name="folder", root=str(folder), num_classes=10).setup("fit"),
+                      "found 3 classes", "num_classes=10", str(folder))
+    raises_data_error(lambda: datamodule(name="folder", root=str(folder), batch_size=64).setup("fit"),
+                      "batch_size=64", "12 training images")
+    (folder / "val" / "dog").mkdir()
+    Image.new("RGB", (40, 40)).save(folder / "val" / "dog" / "0.JPEG")
+    raises_data_error(lambda: datamodule(name="folder", root=str(folder)).setup("fit"), "val", "differ")
+
+
+def test_folder_subsets_are_stratified_and_seeded(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path / "ok", per_class=4)
+    picks = []
+    for _ in range(2):
+        dm = datamodule(name="folder", root=str(folder), train_per_class=2, val_per_class=1, seed=5, batch_size=2)
+        dm.setup("fit")
+        assert (dm.num_train, dm.num_val) == (6, 3)
+        picks.append(dm.train_set.indices)
+        assert np.bincount([dm.train_set.dataset.targets[i] for i in dm.train_set.indices]).tolist() == [2, 2, 2]
+    assert picks[0] == picks[1]
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (2, 3, 32, 32) and str(folder) in dm.describe()
+
+
+# --- archives --------------------------------------------------------------------------------------------------
+
+def test_archive_is_extracted_once_and_found_three_ways(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    archive = make_archive(make_folder(tmp_path / "src"), data / "imagewoof2-160.tgz")
+    cache = tmp_path / "cache"
+    dm = datamodule(name="imagewoof", root=str(data), cache_dir=str(cache))
+    dm.prepare_data()
+    dm.setup("fit")
+    assert dm.data_dir == cache / "imagewoof2-160" and (dm.num_train, dm.num_val) == (12, 12)
+    assert sorted(p.name for p in cache.iterdir()) == ["imagewoof2-160"]   # no temporary folder left over
+    by_path = datamodule(name="imagewoof", root=str(archive), cache_dir=str(tmp_path / "cache2"))
+    by_path.setup("fit")
+    assert by_path.data_dir == tmp_path / "cache2" / "imagewoof2-160"
+    archive.write_bytes(b"not read again")   # the cache is reused, the archive is not opened
+    reused = datamodule(name="imagewoof", root=str(data), cache_dir=str(cache))
+    reused.setup("fit")
+    assert reused.num_train == 12
+    extracted = datamodule(name="imagewoof", root=str(cache), cache_dir=str(tmp_path / "unused"))
+    extracted.setup("fit")
+    assert extracted.data_dir == cache / "imagewoof2-160" and not (tmp_path / "unused").exists()
+
+
+def test_download_when_allowed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """download=true fetches the official archive when it is absent (no network here: the fetch is faked)."""
+    source = make_archive(make_folder(tmp_path / "src"), tmp_path / "official.tgz")
+    fetched = []
+
+    def fake_download(url: str, root: str, filename: str) -> None:
+        fetched.append(url)
+        (Path(root) / filename).write_bytes(source.read_bytes())
+
+    monkeypatch.setattr("roadmap.data.download_url", fake_download)
+    data, cache = tmp_path / "data", tmp_path / "cache"
+    data.mkdir()
+    dm = datamodule(name="imagewoof", root=str(data), cache_dir=str(cache), download=True)
+    dm.prepare_data()
+    dm.setup("fit")
+    assert fetched == ["https://s3.amazonaws.com/fast-ai-imageclas/imagewoof2-160.tgz"] and dm.num_train == 12
+
+    def offline(url: str, root: str, filename: str) -> None:
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr("roadmap.data.download_url", offline)
+    raises_data_error(lambda: datamodule(name="imagenette", root=str(data), cache_dir=str(cache),
+                                         download=True).prepare_data(), "imagenette2-160.tgz", "unreachable")
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_corrupt_archive_leaves_nothing_behind(tmp_path: Path, damage: str) -> None:
+    archive = make_archive(make_folder(tmp_path / "src", per_class=8), tmp_path / "imagewoof2-160.tgz")
+    if damage == "garbage":
+        archive.write_bytes(np.random.default_rng(0).bytes(4096))
+    else:
+        archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    cache = tmp_path / "cache"
+    raises_data_error(lambda: datamodule(name="imagewoof", root=str(archive), cache_dir=str(cache)).prepare_data(),
+                      str(archive), "corrupt or truncated")
+    assert list(cache.iterdir()) == []
+
+
+def test_archive_without_the_expected_layout(tmp_path: Path) -> None:
+    archive = make_archive(make_folder(tmp_path / "src", splits=("train",)), tmp_path / "imagewoof2-160.tgz")
+    cache = tmp_path / "cache"
+    raises_data_error(lambda: datamodule(name="imagewoof", root=str(archive), cache_dir=str(cache)).prepare_data(),
+                      str(archive), "imagewoof2-160/val")
+    assert list(cache.iterdir()) == []
+
+
+# --- corrupt images --------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def folder_with_truncated_jpeg(tmp_path: Path) -> tuple[Path, Path]:
+    folder = make_folder(tmp_path / "ok", per_class=2)
+    bad = folder / "val" / "ant" / "0.JPEG"
+    bad.write_bytes(bad.read_bytes()[:200])
+    return folder, bad
+
+
+def test_truncated_jpeg_fails_clearly(folder_with_truncated_jpeg: tuple[Path, Path]) -> None:
+    folder, bad = folder_with_truncated_jpeg
+    dm = datamodule(name="folder", root=str(folder), batch_size=2)
+    dm.setup("fit")   # nothing is decoded up front
+    error = raises_data_error(lambda: next(iter(dm.val_dataloader())), str(bad), "data.bad_images=skip")
+    assert isinstance(type(error)("message"), DataError)   # how a DataLoader worker re-raises it: type(message)
+
+
+def test_truncated_jpeg_is_skipped_with_one_warning(folder_with_truncated_jpeg: tuple[Path, Path],
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    folder, bad = folder_with_truncated_jpeg
+    dm = datamodule(name="folder", root=str(folder), batch_size=2, bad_images="skip")
+    dm.setup("fit")
+    with caplog.at_level(logging.WARNING, logger="roadmap.data"):
+        batches = [list(dm.val_dataloader()) for _ in range(2)]
+    assert sum(str(bad) in record.getMessage() for record in caplog.records) == 1
+    x, y = batches[0][0]
+    assert torch.equal(x[0], x[1]) and y.tolist() == [0, 0]   # index 0 replaced by index 1, same class here
+    assert torch.equal(batches[0][0][0], batches[1][0][0])     # the same substitute every epoch
+
+
+# --- configs and real data -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["synthetic", "imagewoof", "imagenette", "cifar10", "cifar100", "imagenet"])
+def test_every_data_config_instantiates(name: str) -> None:
+    dm = instantiate(compose([f"data={name}", "recipe=modern"]).data)
+    assert isinstance(dm, ImageDataModule) and dm.name == name
+    assert any(isinstance(t, RandAugment) for t in dm.train_transform.transforms)
+
+
+def test_folder_config_demands_num_classes() -> None:
+    assert OmegaConf.is_missing(compose(["data=folder"]).data, "num_classes")
+
+
+@pytest.fixture(scope="session")
+def imagewoof_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """The real archive's folder and a cache it is extracted into once per test run."""
+    data_dir = os.environ.get("ROADMAP_DATA_DIR")
+    if not data_dir:
+        pytest.skip("ROADMAP_DATA_DIR is unset; point it at the folder holding imagewoof2-160.tgz")
+    if not (Path(data_dir) / "imagewoof2-160.tgz").is_file():
+        pytest.skip(f"no imagewoof2-160.tgz in ROADMAP_DATA_DIR={data_dir}")
+    cache = str(tmp_path_factory.mktemp("cache"))
+    dm = instantiate(compose(["data=imagewoof", f"data.root={data_dir}", f"paths.cache_dir={cache}"]).data)
+    dm.prepare_data()
+    return data_dir, cache
+
+
+@pytest.mark.data
+def test_imagewoof_batch(imagewoof_dir: tuple[str, str]) -> None:
+    data_dir, cache = imagewoof_dir
+    cfg = compose(["data=imagewoof", f"data.root={data_dir}", f"paths.cache_dir={cache}", "data.image_size=64",
+                   "data.train_per_class=2", "data.val_per_class=1", "data.batch_size=8", "data.num_workers=0"])
+    dm = instantiate(cfg.data)
+    dm.prepare_data()
+    dm.setup("fit")
+    assert (dm.num_train, dm.num_val) == (20, 10)
+    assert dm.data_dir == Path(cache) / "imagewoof2-160" and "imagewoof: 20 train / 10 val" in dm.describe()
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (8, 3, 64, 64) and x.dtype == torch.float32
+    assert y.min() >= 0 and y.max() < 10
+    x_val, y_val = next(iter(dm.val_dataloader()))
+    assert x_val.shape == (8, 3, 64, 64)
+    assert sorted(y for _, y in dm.val_set) == list(range(10))

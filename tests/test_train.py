@@ -1,0 +1,151 @@
+"""train(compose([...])): steps train end to end, recipes wire the right parts, runs resume exactly."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from timm.loss import SoftTargetCrossEntropy
+from timm.scheduler import CosineLRScheduler, StepLRScheduler
+
+from hydra.utils import instantiate
+
+from roadmap import build_model
+from roadmap.module import Classifier
+from roadmap.train import train
+
+from conftest import imagewoof_archive
+
+SMALL = "model.width_mult=0.25"
+
+
+def _summary(cfg) -> dict:
+    return json.loads((Path(cfg.paths.output_dir) / "summary.json").read_text())
+
+
+@pytest.mark.parametrize("step", ["step00_baseline", "step05_kernel7", "step07_separate_downsampling"])
+def test_steps_train_end_to_end(tiny_cfg, step):
+    cfg = tiny_cfg(f"+roadmap={step}", SMALL)
+    best = train(cfg)
+    s = _summary(cfg)
+    assert s["status"] == "finished" and s["error"] is None
+    assert s["step"] == step and s["name"] == step and s["paper_top1"] == cfg.roadmap.paper_top1
+    assert s["recipe"] == ("classic" if step == "step00_baseline" else "modern")
+    assert 0 <= s["acc1"] <= 100 and s["acc1_best"] == best
+    assert s["params"] > 0 and s["gmacs"] < s["gmacs_224"] and s["train_img_per_s"] > 0
+    for key in ("data", "image_size", "epochs", "seed", "wall_s", "git_commit", "acc5", "acc5_best"):
+        assert key in s
+
+
+def _fit_one_batch(cfg) -> Classifier:
+    module = Classifier(build_model(cfg), dict(cfg.recipe), cfg.data.num_classes)
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=1, limit_train_batches=1, limit_val_batches=0,
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.fit(module, datamodule=instantiate(cfg.data))
+    return module
+
+
+def test_classic_recipe_wiring(tiny_cfg):
+    module = _fit_one_batch(tiny_cfg("+roadmap=step00_baseline", SMALL))
+    opt = module.trainer.optimizers[0]
+    sched = module.trainer.lr_scheduler_configs[0].scheduler
+    assert isinstance(opt, torch.optim.SGD) and opt.defaults["momentum"] == 0.9
+    assert isinstance(sched, StepLRScheduler) and sched.decay_rate == 0.1
+    assert opt.param_groups[0]["initial_lr"] == pytest.approx(0.1 * 16 / 256)  # lr per 256 images, batch 16
+    assert module.mixup is None and isinstance(module.train_loss, torch.nn.CrossEntropyLoss)
+    assert module.train_loss.label_smoothing == 0.0
+    _check_no_decay_on_norms_and_biases(opt, 1e-4)
+
+
+def test_modern_recipe_wiring(tiny_cfg):
+    module = _fit_one_batch(tiny_cfg("+roadmap=step07_separate_downsampling", SMALL))
+    opt = module.trainer.optimizers[0]
+    sched = module.trainer.lr_scheduler_configs[0].scheduler
+    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["betas"] == (0.9, 0.999)
+    assert isinstance(sched, CosineLRScheduler) and sched.warmup_t >= 0
+    assert opt.param_groups[0]["initial_lr"] == pytest.approx(4e-3 * 16 / 4096)  # lr per 4096 images
+    assert isinstance(module.train_loss, SoftTargetCrossEntropy)
+    assert module.mixup.mixup_alpha == 0.8 and module.mixup.cutmix_alpha == 1.0
+    assert module.mixup.label_smoothing == 0.1
+    assert module.ema is None  # EMA off in the roadmap runs, as in the paper
+    _check_no_decay_on_norms_and_biases(opt, 0.05)
+
+
+def _check_no_decay_on_norms_and_biases(opt, wd):
+    decays = {g["weight_decay"] for g in opt.param_groups}
+    assert decays == {0.0, wd}
+    for g in opt.param_groups:
+        assert all((p.ndim <= 1) == (g["weight_decay"] == 0.0) for p in g["params"])
+
+
+def test_schedule_is_compressed_to_the_run(tiny_cfg):
+    """300-epoch recipe with 20 warmup epochs, run for 3 epochs: warmup is 1/15 of the run, then cosine."""
+    cfg = tiny_cfg("+roadmap=step01_modern_training", SMALL, "trainer.max_epochs=3", "trainer.limit_train_batches=5")
+    module = Classifier(build_model(cfg), dict(cfg.recipe), cfg.data.num_classes)
+    trainer = L.Trainer(accelerator="cpu", max_epochs=3, limit_train_batches=5, limit_val_batches=0, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False)
+    trainer.fit(module, datamodule=instantiate(cfg.data))
+    sched = trainer.lr_scheduler_configs[0].scheduler
+    assert sched.warmup_t == round(20 / 300 * 15) == 1 and sched.t_initial == 14
+
+
+def test_resume_matches_uninterrupted_run(tiny_cfg, tmp_path):
+    run = ["+roadmap=step07_separate_downsampling", SMALL, "trainer.max_epochs=2"]
+    straight = tiny_cfg(*run, f"paths.output_dir={tmp_path / 'straight'}")
+    train(straight)
+    crashed = tiny_cfg(*run, f"paths.output_dir={tmp_path / 'resumed'}",
+                       "+callbacks.crash._target_=conftest.CrashAfterFirstEpoch")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(crashed)
+    assert _summary(crashed)["status"] == "failed"
+    assert (tmp_path / "resumed" / "checkpoints" / "last.ckpt").exists()
+    resumed = tiny_cfg(*run, f"paths.output_dir={tmp_path / 'resumed'}")
+    train(resumed)
+    a, b = _summary(straight), _summary(resumed)
+    assert b["status"] == "finished"
+    for key in ("acc1", "acc5", "val_loss", "acc1_best"):
+        assert b[key] == pytest.approx(a[key], abs=1e-5), key
+
+
+def test_finished_run_is_skipped_and_force_starts_over(tiny_cfg, tmp_path):
+    cfg = tiny_cfg("+roadmap=step00_baseline", SMALL)
+    train(cfg)
+    first = _summary(cfg)
+    train(cfg)  # skipped: nothing is retrained or rewritten
+    assert _summary(cfg)["finished_at"] == first["finished_at"]
+    train(tiny_cfg("+roadmap=step00_baseline", SMALL, "force=true"))
+    superseded = list((tmp_path / "run" / "superseded").glob("*/summary.json"))
+    assert len(superseded) == 1 and json.loads(superseded[0].read_text()) == first
+
+
+def test_wandb_offline_run_records_metrics(tiny_cfg, monkeypatch):
+    import wandb
+
+    import roadmap.train
+    monkeypatch.delenv("WANDB_MODE", raising=False)  # no network and no mode set: must go offline
+    seen = {}
+    finish = roadmap.train._finish_wandb
+
+    def capture_then_finish():
+        seen.update(mode=wandb.run.settings.mode, summary=dict(wandb.run.summary))
+        finish()
+    monkeypatch.setattr(roadmap.train, "_finish_wandb", capture_then_finish)
+    cfg = tiny_cfg("+roadmap=step00_baseline", SMALL, "logger=wandb")
+    train(cfg)
+    assert seen["mode"] in ("offline", "dryrun") and "val/acc1" in seen["summary"]  # wandb calls offline "dryrun"
+    assert wandb.run is None  # finished: the next job gets its own run
+    runs = list((Path(cfg.paths.output_dir) / "wandb").glob("offline-run-*/*.wandb"))
+    assert len(runs) == 1 and b"val/acc1" in runs[0].read_bytes()
+
+
+@pytest.mark.data
+def test_real_imagewoof_slice(tiny_cfg, data_cache):
+    archive = imagewoof_archive()
+    cfg = tiny_cfg("+roadmap=step05_kernel7", SMALL, "data=imagewoof", f"data.root={archive.parent}",
+                   f"paths.cache_dir={data_cache}", "data.image_size=64", "data.batch_size=8",
+                   "data.num_workers=0", "data.train_per_class=2", "data.val_per_class=1")
+    train(cfg)
+    s = _summary(cfg)
+    assert s["status"] == "finished" and s["data"] == "imagewoof" and s["image_size"] == 64
