@@ -49,7 +49,7 @@ class Classifier(L.LightningModule):
         self.register_buffer("best_acc1", torch.tensor(0.0))
         self.register_buffer("best_acc5", torch.tensor(0.0))
         self.throughput = 0.0
-        self._epoch_images, self._epoch_start = 0, 0.0
+        self._epoch_images, self._epoch_start, self._last_batch_end = 0, 0.0, 0.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
@@ -75,12 +75,13 @@ class Classifier(L.LightningModule):
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._last_batch_end = time.perf_counter()  # throughput excludes the validation inside the epoch
         if self.ema is not None:
             self.ema.update(self.model, step=self.global_step)
 
     def on_train_epoch_end(self) -> None:
-        seconds = time.perf_counter() - self._epoch_start
-        # images/s of this process times the number of processes: the job's training throughput
+        seconds = self._last_batch_end - self._epoch_start
+        # images/s (data loading included) of this process times the number of processes
         self.throughput = self._epoch_images * self.trainer.world_size / max(seconds, 1e-9)
         self.log("train/img_per_s", self.throughput, sync_dist=False, rank_zero_only=True)
 

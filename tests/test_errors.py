@@ -1,0 +1,182 @@
+"""Nothing lost, nothing cryptic: bad input gets one clear line; crashes, NaNs and failing sweep jobs lose
+no finished work (issue: bad input, crashes and failing sweep jobs)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from roadmap.module import NonFiniteLossError
+from roadmap.report import load_runs, write_report
+import roadmap.train
+from roadmap import compose
+from roadmap.train import RunError, run_job, train, write_json_atomic
+
+from conftest import REPO, TINY
+
+SMALL = "model.width_mult=0.25"
+
+
+def run_py(*args: str, log_dir: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`python run.py` as a user types it (tiny CPU settings), in a fresh process."""
+    cmd = [sys.executable, str(REPO / "run.py"), *TINY, f"paths.log_dir={log_dir}", *args]
+    full_env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | (env or {})
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=full_env)
+
+
+def _assert_clean_failure(proc: subprocess.CompletedProcess, *needles: str) -> str:
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert "Traceback" not in out, out
+    for needle in needles:
+        assert needle in out, out
+    return out
+
+
+# -- bad input on the command line: one clear line, non-zero exit, no traceback -----------------------
+def test_unknown_roadmap_step_lists_the_steps(tmp_path):
+    proc = run_py("+roadmap=step08_nope", log_dir=tmp_path)
+    _assert_clean_failure(proc, "step08_nope", "step00_baseline", "step07_separate_downsampling")
+    assert not list(tmp_path.rglob("summary.json"))
+
+
+def test_bad_flag_is_one_clear_line_and_exit_code(tmp_path):
+    needle = "model.kernel_size=4 is invalid: allowed an odd integer >= 3"
+    out = _assert_clean_failure(run_py("+roadmap=step00_baseline", SMALL, "model.kernel_size=4", log_dir=tmp_path),
+                                needle)
+    errors = [line for line in out.splitlines() if "[ERROR]" in line]
+    assert len(errors) == 1 and needle in errors[0]
+    (summary,) = tmp_path.rglob("summary.json")  # the failure is recorded, never as a result
+    s = json.loads(summary.read_text())
+    assert s["status"] == "failed" and needle in s["error"] and s.get("acc1") is None
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_full_traceback_on_request(tmp_path):
+    proc = run_py("+roadmap=step00_baseline", "model.kernel_size=4", log_dir=tmp_path, env={"HYDRA_FULL_ERROR": "1"})
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def _folder_cfg(tmp_path, overrides):
+    """TINY without its synthetic-only keys, for the ImageFolder cases."""
+    return compose([o for o in TINY if not o.startswith(("data=", "data.train_size", "data.val_size"))]
+                   + [f"paths.output_dir={tmp_path / 'run'}", SMALL, *overrides])
+
+
+# run.py is `run_job` behind @hydra.main (proven above): the other cases run in-process through it.
+@pytest.mark.parametrize("overrides,needle", [
+    (["model.stem=conv"], "model.stem='conv' is invalid: allowed 'resnet' | 'patchify'"),
+    (["+roadmap=step00_baseline", "model.dw_position=top"], "model.dw_position='top' is invalid"),
+    (["trainer.accelerator=gpu"], "trainer.accelerator=gpu but no CUDA GPU is visible"),
+    (["data.image_size=16"], "data.image_size=16 is too small"),
+    (["data.batch_size=512"], "data.batch_size=512"),
+    (["data=folder", "data.num_classes=3", "data.root=MISSING"], "MISSING"),
+    (["data=folder", "data.num_classes=3", "data.root=EMPTY"], "EMPTY"),
+])
+def test_bad_input_is_one_logged_line(tiny_cfg, tmp_path, caplog, monkeypatch, overrides, needle):
+    monkeypatch.setattr(roadmap.train, "FAILURES", [])
+    (tmp_path / "EMPTY").mkdir()
+    overrides = [o.replace("EMPTY", str(tmp_path / "EMPTY")).replace("MISSING", str(tmp_path / "MISSING"))
+                 for o in overrides]
+    cfg = _folder_cfg(tmp_path, overrides) if "data=folder" in overrides else tiny_cfg(SMALL, *overrides)
+    assert run_job(cfg) is None
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and needle in errors[0] and "\n" not in errors[0], errors
+    if "data=folder" in overrides:
+        assert "train/" in errors[0]  # the expected layout is spelled out
+    assert roadmap.train.FAILURES == errors and not list(tmp_path.rglob("*.ckpt"))
+
+
+# -- in-process: what train() refuses, keeps and records ----------------------------------------------
+def test_output_dir_not_writable(tiny_cfg, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    with pytest.raises(RunError, match="is not writable"):
+        train(tiny_cfg(SMALL, f"paths.output_dir={blocker / 'run'}"))
+
+
+def test_nan_loss_stops_at_once_and_keeps_last_good_checkpoint(tiny_cfg, tmp_path):
+    cfg = tiny_cfg("+roadmap=step00_baseline", SMALL, "trainer.max_epochs=3",
+                   "+callbacks.poison._target_=conftest.PoisonWeightsAtSecondEpoch")
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at epoch 1, batch 0"):
+        train(cfg)
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(last, map_location="cpu", weights_only=True)  # the safe loader reads our checkpoints
+    assert ckpt["epoch"] == 0
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+    s = json.loads((Path(cfg.paths.output_dir) / "summary.json").read_text())
+    assert s["status"] == "failed" and "NonFiniteLossError" in s["error"]
+
+
+def test_checkpoint_of_another_model_is_refused(tiny_cfg, tmp_path):
+    first = tiny_cfg("+roadmap=step00_baseline", SMALL, f"paths.output_dir={tmp_path / 'a'}")
+    train(first)
+    ckpt = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    other = tiny_cfg("+roadmap=step02a_stage_ratio", SMALL, f"paths.output_dir={tmp_path / 'b'}", f"ckpt_path={ckpt}")
+    with pytest.raises(RunError, match=r"different model \(model\.depths: checkpoint \[3, 4, 6, 3\] vs config "
+                                       r"\[3, 3, 9, 3\]"):
+        train(other)
+
+
+def test_summary_write_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "summary.json"
+    write_json_atomic(path, {"status": "finished", "acc1": 80.0})
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+    monkeypatch.setattr(json, "dump", crash)
+    with pytest.raises(OSError):
+        write_json_atomic(path, {"status": "failed"})
+    assert json.loads(path.read_text()) == {"status": "finished", "acc1": 80.0}  # old file intact
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]  # no temp file left behind
+
+
+# -- crash and resume: SIGKILL mid-epoch, rerun, same result -------------------------------------------
+def test_sigkill_mid_epoch_then_rerun_matches_uninterrupted(tmp_path):
+    args = ["+roadmap=step00_baseline", "trainer.max_epochs=3", "trainer.limit_train_batches=6",
+            "data.train_size=192"]
+    straight = run_py(*args, log_dir=tmp_path / "straight")
+    assert straight.returncode == 0, straight.stderr
+
+    cmd = [sys.executable, str(REPO / "run.py"), *TINY, f"paths.log_dir={tmp_path / 'killed'}", *args]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    last = None
+    while time.time() < deadline and proc.poll() is None:
+        last = next((tmp_path / "killed").rglob("last.ckpt"), None)
+        if last is not None:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None and last is not None, "run ended before it could be killed mid-epoch"
+    os.kill(proc.pid, signal.SIGKILL)  # in epoch 2, epoch 1's checkpoint on disk
+    proc.wait()
+    assert not list((tmp_path / "killed").rglob("summary.json"))  # nothing that looks like a result
+
+    rerun = run_py(*args, log_dir=tmp_path / "killed")
+    assert rerun.returncode == 0, rerun.stderr
+    assert "resuming from" in rerun.stdout + rerun.stderr
+    (a,) = [json.loads(p.read_text()) for p in (tmp_path / "straight").rglob("summary.json")]
+    (b,) = [json.loads(p.read_text()) for p in (tmp_path / "killed").rglob("summary.json")]
+    assert b["status"] == "finished"
+    for key in ("acc1", "acc5", "val_loss", "acc1_best"):
+        assert b[key] == pytest.approx(a[key], abs=1e-5), key
+
+
+# -- sweep isolation: one bad job does not take the others down ---------------------------------------
+def test_failing_sweep_job_is_isolated_and_reported(tmp_path):
+    proc = run_py("-m", "+roadmap=step05_kernel7", SMALL, "model.kernel_size=3,4", "group=iso", log_dir=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "1 job(s) failed" in out and "Traceback" not in out
+    runs = load_runs([tmp_path / "iso"]).set_index("variant")
+    assert runs.loc["model.kernel_size=3", "status"] == "finished"
+    assert runs.loc["model.kernel_size=4", "status"] == "failed"
+    assert "model.kernel_size=4 is invalid" in runs.loc["model.kernel_size=4", "error"]
+    md = Path(write_report([tmp_path / "iso"], tmp_path / "report")["md"]).read_text()
+    assert "model.kernel_size=4 is invalid" in md
