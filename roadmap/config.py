@@ -1,6 +1,7 @@
 """Hydra composition over the repo's conf/ and the resolvers its YAML uses."""
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Sequence
@@ -20,9 +21,15 @@ def _run_label(step: str | None, model_choice: str) -> str:
     return step or model_choice
 
 
-def _run_variant(override_dirname: str) -> str:
-    """Overrides that change what is trained, as a path-safe suffix of the run directory ('' if none)."""
-    return "," + re.sub(r"[/\\\s]+", "_", override_dirname) if override_dirname else ""
+def _run_variant(override_dirname: str, max_len: int = 120) -> str:
+    """Overrides that change what is trained, as a path-safe suffix of the run directory ('' if none).
+    A long list keeps a readable prefix and a hash of the whole, so the name stays unique and < 255 bytes."""
+    if not override_dirname:
+        return ""
+    safe = re.sub(r"[/\\\s]+", "_", override_dirname)
+    if len(safe) > max_len:
+        safe = f"{safe[:max_len - 13]}...{hashlib.sha1(safe.encode()).hexdigest()[:10]}"
+    return "," + safe
 
 
 def _swin_window(image_size: int) -> int:
