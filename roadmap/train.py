@@ -35,6 +35,9 @@ log = logging.getLogger("roadmap")
 FAILURES: list[str] = []  # one line per failed job of this process (run.py turns them into the exit code)
 
 
+MODEL_SIDE_KEYS = ("channels_last", "compile", "cpu_threads")  # trainer/ keys that train.py applies itself
+
+
 class RunError(ValueError):
     """A job cannot start as configured; the message says what to change."""
 
@@ -65,6 +68,17 @@ def git_commit() -> str | None:
 
 def _plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def _set_cpu_threads(cfg: DictConfig) -> None:
+    """On CPU, leave the data workers their cores: OpenMP threads fighting over cores crawl."""
+    if _gpu_requested(cfg):
+        return
+    threads = cfg.trainer.cpu_threads
+    if threads == "auto":
+        procs = cfg.trainer.devices if isinstance(cfg.trainer.devices, int) else 1
+        threads = max(1, (os.cpu_count() or 1) // procs - cfg.data.num_workers)
+    torch.set_num_threads(int(threads))
 
 
 def _gpu_requested(cfg: DictConfig) -> bool:
@@ -134,7 +148,7 @@ def _loggers(cfg: DictConfig, run_dir: Path) -> list[Any]:
 
 
 def _trainer(cfg: DictConfig, run_dir: Path, loggers: list[Any]) -> L.Trainer:
-    kwargs = {k: v for k, v in _plain(cfg.trainer).items() if k not in ("channels_last", "compile")}
+    kwargs = {k: v for k, v in _plain(cfg.trainer).items() if k not in MODEL_SIDE_KEYS}
     if kwargs["precision"] == "auto":
         kwargs["precision"] = "bf16-mixed" if _gpu_requested(cfg) else "32-true"
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
@@ -174,6 +188,7 @@ def train(cfg: DictConfig) -> float:
             log.info("resuming from %s", ckpt)
         else:
             ckpt = None
+        _set_cpu_threads(cfg)
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         datamodule = instantiate(cfg.data)
         model = build_model(cfg)

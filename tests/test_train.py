@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import lightning as L
@@ -149,3 +150,15 @@ def test_real_imagewoof_slice(tiny_cfg, data_cache):
     train(cfg)
     s = _summary(cfg)
     assert s["status"] == "finished" and s["data"] == "imagewoof" and s["image_size"] == 64
+
+
+def test_cpu_threads_leave_cores_to_data_workers(tiny_cfg):
+    from roadmap.train import _set_cpu_threads
+    before = torch.get_num_threads()
+    try:
+        _set_cpu_threads(tiny_cfg("data.num_workers=1"))
+        assert torch.get_num_threads() == max(1, (os.cpu_count() or 1) - 1)
+        _set_cpu_threads(tiny_cfg("trainer.cpu_threads=1"))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
