@@ -20,6 +20,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.utilities import rank_zero_only
@@ -175,7 +176,7 @@ def train(cfg: DictConfig) -> float:
     started = time.perf_counter()
     summary: dict[str, Any] = {
         "status": "failed", "error": None, "name": cfg.name, "step": cfg.roadmap.step,
-        "step_name": cfg.roadmap.name, "variant": _variant(cfg), "paper_top1": cfg.roadmap.paper_top1,
+        "step_name": cfg.roadmap.name, "variant": _variant(), "paper_top1": cfg.roadmap.paper_top1,
         "paper_gmacs": cfg.roadmap.paper_gmacs, "group": cfg.group, "recipe": cfg.recipe.name,
         "data": cfg.data.name, "image_size": cfg.data.image_size, "epochs": cfg.trainer.max_epochs,
         "seed": cfg.seed, "git_commit": git_commit(), "run_dir": str(run_dir.resolve()),
@@ -231,12 +232,9 @@ def train(cfg: DictConfig) -> float:
         _finish_wandb()
 
 
-def _variant(cfg: DictConfig) -> str:
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        return HydraConfig.get().job.override_dirname if HydraConfig.initialized() else ""
-    except ValueError:
-        return ""
+def _variant() -> str:
+    """Overrides beyond the step (e.g. model.kernel_size=9): what tells two runs of one step apart."""
+    return HydraConfig.get().job.override_dirname if HydraConfig.initialized() else ""
 
 
 def _at_224(cfg: DictConfig) -> DictConfig:
