@@ -150,8 +150,11 @@ def _loggers(cfg: DictConfig, run_dir: Path) -> list[Any]:
 
 def _trainer(cfg: DictConfig, run_dir: Path, loggers: list[Any]) -> L.Trainer:
     kwargs = {k: v for k, v in _plain(cfg.trainer).items() if k not in MODEL_SIDE_KEYS}
+    # the GPU fast path, by default: bf16 autocast and cuDNN autotuning (channels_last is set on the model)
     if kwargs["precision"] == "auto":
         kwargs["precision"] = "bf16-mixed" if _gpu_requested(cfg) else "32-true"
+    if kwargs["benchmark"] == "auto":
+        kwargs["benchmark"] = _gpu_requested(cfg) and not kwargs["deterministic"]
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     callbacks.append(RichProgressBar() if sys.stdout.isatty() else LineProgress())
     return L.Trainer(**kwargs, callbacks=callbacks, logger=loggers or False,
