@@ -26,7 +26,9 @@ SMALL = "model.width_mult=0.25"
 
 def run_py(*args: str, log_dir: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
     """`python run.py` as a user types it (tiny CPU settings), in a fresh process."""
-    cmd = [sys.executable, str(REPO / "run.py"), *TINY, f"paths.log_dir={log_dir}", *args]
+    flags = [a for a in args if a.startswith("-")]  # Hydra's flags (-m) precede the overrides
+    cmd = [sys.executable, str(REPO / "run.py"), *flags, *TINY, f"paths.log_dir={log_dir}",
+           *(a for a in args if not a.startswith("-"))]
     full_env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | (env or {})
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=full_env)
 
@@ -174,9 +176,9 @@ def test_failing_sweep_job_is_isolated_and_reported(tmp_path):
     proc = run_py("-m", "+roadmap=step05_kernel7", SMALL, "model.kernel_size=3,4", "group=iso", log_dir=tmp_path)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1 and "1 job(s) failed" in out and "Traceback" not in out
-    runs = load_runs([tmp_path / "iso"]).set_index("variant")
-    assert runs.loc["model.kernel_size=3", "status"] == "finished"
-    assert runs.loc["model.kernel_size=4", "status"] == "failed"
-    assert "model.kernel_size=4 is invalid" in runs.loc["model.kernel_size=4", "error"]
+    runs = load_runs([tmp_path / "iso"])
+    k3, k4 = (runs[runs["variant"].str.contains(f"model.kernel_size={k}")].iloc[0] for k in (3, 4))
+    assert len(runs) == 2 and k3["status"] == "finished" and k3["acc1"] is not None
+    assert k4["status"] == "failed" and "model.kernel_size=4 is invalid" in k4["error"]
     md = Path(write_report([tmp_path / "iso"], tmp_path / "report")["md"]).read_text()
     assert "model.kernel_size=4 is invalid" in md
