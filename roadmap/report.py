@@ -138,11 +138,17 @@ def trajectory_table(runs: pd.DataFrame, metric: str = "acc1") -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
+# Overrides that set the budget (data, schedule length, hardware, a proxy's width), not the design a paper row
+# describes: a run with only these beyond its step still replays that row.
+BUDGET_OVERRIDE = re.compile(r"(data|trainer|paths|logger|callbacks|hydra)\.|(group|seed|model\.width_mult)=")
+
+
 def _paper_step(step: str | None, variant: str) -> str | None:
     """The Table 10 row a run replays: its step, or step05_kernel<K> for the kernel sweep's override."""
-    if not variant:
+    design = ",".join(o for o in re.split(r",(?![^\[]*\])", variant) if o and not BUDGET_OVERRIDE.match(o))
+    if not design:
         return step
-    match = KERNEL_OVERRIDE.fullmatch(variant)
+    match = KERNEL_OVERRIDE.fullmatch(design)
     return f"step05_kernel{match[1]}" if step == KERNEL_STEP and match else None
 
 

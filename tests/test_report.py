@@ -209,3 +209,15 @@ def test_kernel_rows_branch_off_the_chain(tmp_path):
     assert t.loc["step05_kernel7,model.kernel_size=9", "prev_row"] == "step05_kernel7"
     assert t.loc["step06a_gelu", "prev_row"] == "step05_kernel7"
     assert t.loc["step06a_gelu", "delta_prev"] == pytest.approx(1.0)
+
+
+def test_budget_overrides_still_replay_the_paper_row(tmp_path):
+    """Command-line budget overrides (data, schedule, proxy width) keep the paper comparison; design ones don't."""
+    budget = "data.image_size=64,model.width_mult=0.25,trainer.max_epochs=20"
+    write_run(tmp_path / "b", "step05_kernel7", 0, 50.0, variant=budget)
+    write_run(tmp_path / "b", "step05_kernel7", 0, 51.0, variant=f"{budget},model.kernel_size=9")
+    write_run(tmp_path / "b", "step05_kernel7", 0, 52.0, variant=f"model.depths=[3,3,27,3],{budget}")
+    t = trajectory_table(load_runs([tmp_path / "b"])).set_index("row")
+    assert t.loc[f"step05_kernel7,{budget}", "paper_row"] == "step05_kernel7"
+    assert t.loc[f"step05_kernel7,{budget},model.kernel_size=9", "paper_row"] == "step05_kernel9"
+    assert t.loc[f"step05_kernel7,model.depths=[3,3,27,3],{budget}", "kind"] == "variant"

@@ -1,0 +1,41 @@
+"""A real multirun (2 steps x 2 seeds, synthetic, CPU) through run.py, then roadmap.report on its directory."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pandas as pd
+from matplotlib.image import imread
+
+from roadmap.report import write_report
+
+from conftest import REPO, TINY
+
+
+def test_tiny_multirun_then_report(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "run.py"), "-m", *TINY, "group=tiny", f"paths.log_dir={tmp_path}",
+         "model.width_mult=0.25", "+roadmap=step00_baseline,step07_separate_downsampling", "seed=0,1"],
+        capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summaries = sorted(p.relative_to(tmp_path).parts[2:4] for p in (tmp_path / "tiny").rglob("summary.json"))
+    assert [(s.split(",")[0], d) for s, d in summaries] == [
+        ("step00_baseline", "seed0"), ("step00_baseline", "seed1"),
+        ("step07_separate_downsampling", "seed0"), ("step07_separate_downsampling", "seed1")]
+
+    paths = write_report([tmp_path / "tiny"], tmp_path / "report")
+    table = pd.read_csv(paths["csv"])
+    for column in ("row", "n", "mean_top1", "std_top1", "ci95_top1", "delta_prev", "delta_prev_ci95",
+                   "paper_top1", "paper_delta", "sign_agrees", "params_m", "gmacs", "train_img_per_s", "wall_s"):
+        assert column in table.columns
+    assert list(table["n"]) == [2, 2] and list(table["paper_top1"]) == [76.13, 81.97]
+    assert table["delta_prev"].notna().sum() == 1 and table["ci95_top1"].notna().all()
+    image = imread(paths["png"])
+    assert image.shape[0] > 100 and image.shape[1] > 100 and image.std() > 0
+    assert "step07_separate_downsampling" in open(paths["md"]).read()
+
+    rerun = subprocess.run(  # a finished sweep reruns as a no-op: every job is skipped
+        [sys.executable, str(REPO / "run.py"), "-m", *TINY, "group=tiny", f"paths.log_dir={tmp_path}",
+         "model.width_mult=0.25", "+roadmap=step00_baseline,step07_separate_downsampling", "seed=0,1"],
+        capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert rerun.returncode == 0 and (rerun.stdout + rerun.stderr).count("already finished") == 4
