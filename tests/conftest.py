@@ -25,7 +25,10 @@ TINY = ["data=synthetic", "data.image_size=32", "data.batch_size=16", "data.num_
 def tiny_cfg(tmp_path):
     """compose(...) with the TINY overrides and the run directory in tmp_path."""
     def make(*overrides: str):
-        return compose([*TINY, f"paths.output_dir={tmp_path / 'run'}", f"paths.log_dir={tmp_path}",
+        base = TINY
+        if any(o.startswith("data=") for o in overrides):  # another dataset: drop the synthetic-only keys
+            base = [o for o in TINY if not o.startswith(("data=", "data.train_size", "data.val_size"))]
+        return compose([*base, f"paths.output_dir={tmp_path / 'run'}", f"paths.log_dir={tmp_path}",
                         f"paths.cache_dir={tmp_path / 'cache'}", *overrides])
     return make
 

@@ -16,7 +16,6 @@ import torch
 from roadmap.module import NonFiniteLossError
 from roadmap.report import load_runs, write_report
 import roadmap.train
-from roadmap import compose
 from roadmap.train import RunError, run_job, train, write_json_atomic
 
 from conftest import REPO, TINY
@@ -66,12 +65,6 @@ def test_full_traceback_on_request(tmp_path):
     assert proc.returncode != 0 and "Traceback" in proc.stderr
 
 
-def _folder_cfg(tmp_path, overrides):
-    """TINY without its synthetic-only keys, for the ImageFolder cases."""
-    return compose([o for o in TINY if not o.startswith(("data=", "data.train_size", "data.val_size"))]
-                   + [f"paths.output_dir={tmp_path / 'run'}", SMALL, *overrides])
-
-
 # run.py is `run_job` behind @hydra.main (proven above): the other cases run in-process through it.
 @pytest.mark.parametrize("overrides,needle", [
     (["model.stem=conv"], "model.stem='conv' is invalid: allowed 'resnet' | 'patchify'"),
@@ -87,7 +80,7 @@ def test_bad_input_is_one_logged_line(tiny_cfg, tmp_path, caplog, monkeypatch, o
     (tmp_path / "EMPTY").mkdir()
     overrides = [o.replace("EMPTY", str(tmp_path / "EMPTY")).replace("MISSING", str(tmp_path / "MISSING"))
                  for o in overrides]
-    cfg = _folder_cfg(tmp_path, overrides) if "data=folder" in overrides else tiny_cfg(SMALL, *overrides)
+    cfg = tiny_cfg(SMALL, *overrides)
     assert run_job(cfg) is None
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and needle in errors[0] and "\n" not in errors[0], errors
