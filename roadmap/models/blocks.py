@@ -8,11 +8,14 @@ Which convs exist and where norms and activations sit is data, decided by the co
 from __future__ import annotations
 
 from collections import OrderedDict
+from functools import partial
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from timm.layers import DropPath, LayerNorm2d
+from torchvision.ops import Permute
 
 ACT_LAYERS: dict[str, Callable[[], nn.Module]] = {
     "relu": lambda: nn.ReLU(inplace=True),
@@ -24,11 +27,53 @@ NORM_LAYERS: dict[str, Callable[[int], nn.Module]] = {
 }
 
 
+class BatchNormNHWC(nn.BatchNorm2d):
+    """BatchNorm2d for an NHWC tensor: seen as NCHW it is channels-last, which BatchNorm2d handles natively."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+
+# The same norms over the last dim, for the channels-last parts of an inverted block.
+NHWC_NORM_LAYERS: dict[str, Callable[[int], nn.Module]] = {
+    "batchnorm": BatchNormNHWC,
+    "layernorm": partial(nn.LayerNorm, eps=1e-6),
+}
+
+
+class Pointwise(nn.Conv2d):
+    """A 1x1 conv applied to an NHWC tensor as one matrix multiply over channels (timm's ConvNeXt uses Linear).
+
+    It stays a Conv2d (weight out x in x 1 x 1, the same init and state-dict keys as the NCHW conv it stands for)
+    because it is one; only the layout differs. On CPU the GEMM is ~1.3x faster than oneDNN's 1x1 conv.
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, *, bias: bool):
+        super().__init__(in_chs, out_chs, 1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight.flatten(1), self.bias)
+
+
 def conv(in_chs: int, out_chs: int, kernel_size: int, stride: int = 1, groups: int = 1, *,
          bias: bool) -> nn.Conv2d:
     """'Same' padding conv; a bias only where no BatchNorm follows (BN's shift makes it redundant)."""
     return nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding=kernel_size // 2, groups=groups,
                      bias=bias)
+
+
+def _permuted(layers: list[tuple[str, nn.Module, bool]]) -> OrderedDict[str, nn.Module]:
+    """Chain (name, layer, wants NHWC) with a permute wherever the layout changes; NCHW in and out."""
+    chain: OrderedDict[str, nn.Module] = OrderedDict()
+    current = False
+    for name, layer, wants_nhwc in [*layers, ("", None, False)]:
+        if wants_nhwc != current:
+            n = sum(key.startswith("to_") for key in chain)
+            chain[f"to_{'nhwc' if wants_nhwc else 'nchw'}{n}"] = Permute([0, 2, 3, 1] if wants_nhwc else [0, 3, 1, 2])
+            current = wants_nhwc
+        if layer is not None:
+            chain[name] = layer
+    return chain
 
 
 class Block(nn.Module):
@@ -42,6 +87,10 @@ class Block(nn.Module):
     block). `activations='every'` puts one after each conv but the last and one after the addition (ResNet);
     `'single'` keeps one, on the 4x hidden expansion (between the two 1x1 convs when dw is on top).
     A stride > 1 sits on the spatial conv (torchvision's ResNet v1.5), with a conv+norm projection shortcut.
+
+    Layout: a bottleneck is NCHW throughout. An inverted block works channels-last (NHWC) everywhere but its kxk
+    conv, so its 1x1 convs are matrix multiplies over channels (`Pointwise`) and its norms act on the last dim:
+    the second of the two equivalent ConvNeXt layouts, which timm also picks, for speed (results/bench/).
     """
 
     def __init__(self, in_chs: int, width: int, *, stride: int = 1, block: str = "bottleneck",
@@ -66,17 +115,22 @@ class Block(nn.Module):
                      (hidden, out_chs, 1, 1)]
             spatial, expand = 0, 1
 
-        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        nhwc = block == "inverted"
+        layers: list[tuple[str, nn.Module, bool]] = []   # (name, layer, wants NHWC)
         for i, (cin, cout, k, groups) in enumerate(specs):
             has_norm = norms == "every" or i == spatial
             has_act = (activations == "every" and i < 2) or (activations == "single" and i == expand)
-            layers[f"conv{i + 1}"] = conv(cin, cout, k, stride if i == spatial else 1, groups,
-                                          bias=not (has_norm and norm == "batchnorm"))
+            bias = not (has_norm and norm == "batchnorm")
+            if nhwc and k == 1:
+                layers.append((f"conv{i + 1}", Pointwise(cin, cout, bias=bias), True))
+            else:
+                layers.append((f"conv{i + 1}", conv(cin, cout, k, stride if i == spatial else 1, groups, bias=bias),
+                               False))
             if has_norm:
-                layers[f"norm{i + 1}"] = NORM_LAYERS[norm](cout)
+                layers.append((f"norm{i + 1}", (NHWC_NORM_LAYERS if nhwc else NORM_LAYERS)[norm](cout), nhwc))
             if has_act:
-                layers[f"act{i + 1}"] = ACT_LAYERS[act]()
-        self.branch = nn.Sequential(layers)
+                layers.append((f"act{i + 1}", ACT_LAYERS[act](), nhwc))
+        self.branch = nn.Sequential(_permuted(layers))
         self.gamma = nn.Parameter(torch.full((out_chs,), layer_scale_init)) if layer_scale_init > 0 else None
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         if stride != 1 or in_chs != out_chs:
@@ -92,7 +146,9 @@ class Block(nn.Module):
         out = self.branch(x)
         if self.gamma is not None:
             out = out * self.gamma.reshape(1, -1, 1, 1)
-        return self.post_act(self.drop_path(out) + self.shortcut(x))
+        out = self.drop_path(out)
+        out += self.shortcut(x)   # in place, as torchvision's ResNet: one activation-sized allocation less
+        return self.post_act(out)
 
 
 def stem(kind: str, in_chans: int, width: int, norm: str, act: str) -> nn.Sequential:
