@@ -281,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(shown.where(shown.notna(), None).to_markdown(index=False, floatfmt=".3f", missingval="n/a"))
     if args.csv:
         args.csv.parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(args.csv, index=False)
+        table.to_csv(args.csv, index=False, float_format="%.4f")
         print(f"wrote {args.csv}")
 
 
