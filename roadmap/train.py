@@ -72,13 +72,13 @@ def _plain(node: Any) -> Any:
 
 
 def _set_cpu_threads(cfg: DictConfig) -> None:
-    """On CPU, leave the data workers their cores: OpenMP threads fighting over cores crawl."""
+    """On CPU, split the cores among the training processes (torch would give each process all of them)."""
     if _gpu_requested(cfg):
         return
     threads = cfg.trainer.cpu_threads
     if threads == "auto":
         procs = cfg.trainer.devices if isinstance(cfg.trainer.devices, int) else 1
-        threads = max(1, (os.cpu_count() or 1) // procs - cfg.data.num_workers)
+        threads = max(1, (os.cpu_count() or 1) // procs)
     torch.set_num_threads(int(threads))
 
 
@@ -156,8 +156,9 @@ def _trainer(cfg: DictConfig, run_dir: Path, loggers: list[Any]) -> L.Trainer:
     if kwargs["benchmark"] == "auto":
         kwargs["benchmark"] = _gpu_requested(cfg) and not kwargs["deterministic"]
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
-    callbacks.append(RichProgressBar() if sys.stdout.isatty() else LineProgress())
-    return L.Trainer(**kwargs, callbacks=callbacks, logger=loggers or False,
+    interactive = sys.stdout.isatty()  # a log file gets plain lines, not a bar's final frame
+    callbacks.append(RichProgressBar() if interactive else LineProgress())
+    return L.Trainer(**kwargs, callbacks=callbacks, logger=loggers or False, enable_progress_bar=interactive,
                      default_root_dir=str(run_dir), enable_model_summary=False)
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -178,7 +179,7 @@ def test_chart_is_a_real_image(report):
 
 def test_cli(sweeps, tmp_path):
     out = tmp_path / "cli"
-    done = subprocess.run(["uv", "run", "python", "-m", "roadmap.report", *map(str, sweeps), "--out", str(out),
+    done = subprocess.run([sys.executable, "-m", "roadmap.report", *map(str, sweeps), "--out", str(out),
                            "--metric", "acc1_best", "--no-wandb"], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "step00_baseline" in done.stdout

@@ -5,6 +5,11 @@ import json
 import subprocess
 import sys
 
+import pytest
+from hydra import compose, initialize_config_dir
+
+from roadmap.config import CONF_DIR, register_resolvers
+
 from conftest import REPO, TINY
 
 # lr 0 on a LayerNorm model: weights cannot drift, so validation compares the cross-rank metric reduction
@@ -29,10 +34,13 @@ def test_two_process_ddp_matches_single_process(tmp_path):
         assert abs(ddp[key] - single[key]) < 1e-4, (key, ddp[key], single[key])
 
 
-def test_slurm_launcher_composes():
-    for launcher in ("submitit_slurm", "slurm"):
-        proc = subprocess.run([sys.executable, str(REPO / "run.py"), "+experiment=trajectory",
-                               f"hydra/launcher={launcher}", "--cfg", "hydra"],
-                              capture_output=True, text=True, timeout=300, cwd=REPO)
-        assert proc.returncode == 0, proc.stderr
-        assert "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher" in proc.stdout
+@pytest.mark.parametrize("launcher", ["submitit_slurm", "slurm"])
+def test_slurm_launcher_composes(launcher):
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["+experiment=trajectory", f"hydra/launcher={launcher}",
+                                           "trainer.num_nodes=2"], return_hydra_config=True)
+    launcher_cfg = cfg.hydra.launcher
+    assert launcher_cfg._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    if launcher == "slurm":  # our preset: one GPU task per node, nodes follow the trainer
+        assert launcher_cfg.nodes == 2 and launcher_cfg.gpus_per_node == 1 and launcher_cfg.timeout_min == 1440
