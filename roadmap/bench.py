@@ -229,7 +229,7 @@ def loader_rows(args: argparse.Namespace) -> list[dict]:
         for images, _ in islice(batches, args.data_batches):
             seen += len(images)
         rows.append({"group": "data", "model": f"{args.data} loader, {recipe} recipe "
-                     f"({cfg.data.num_workers} workers)", "role": "loader",
+                     f"({datamodule.workers()} workers)", "role": "loader",
                      "train_img_s": seen / (time.perf_counter() - start)})
     return rows
 

@@ -7,6 +7,7 @@ fails on its first job instead of after hours, or never starts reading the wrong
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tarfile
 import tempfile
@@ -37,6 +38,7 @@ CLASSIC_AUGMENT = {"auto_augment": None, "re_prob": 0.0, "interpolation": "bilin
                    "hflip": 0.5, "color_jitter": None}
 SYNTHETIC_SIZE = 64   # native side of generated images; the timm transforms resize them like photos
 MIN_IMAGE_SIZE = 32   # total stride of every model in the roadmap
+MAX_AUTO_WORKERS = 16  # data.num_workers=auto never starts more loader processes per training process
 
 
 class DataError(ValueError):
@@ -257,6 +259,11 @@ def stratified_subset(dataset: Dataset, per_class: int, seed: int) -> Subset:
     return Subset(dataset, np.sort(np.concatenate(picks)).tolist())
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its SLURM or taskset allocation, not the whole machine."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 class ImageDataModule(L.LightningDataModule):
     """One datamodule for every dataset of the replays; `name` picks the source, the rest is shared.
 
@@ -272,7 +279,7 @@ class ImageDataModule(L.LightningDataModule):
     """
 
     def __init__(self, name: str = "synthetic", root: str | None = None, cache_dir: str = "~/.cache/roadmap",
-                 num_classes: int = 10, image_size: int = 32, batch_size: int = 64, num_workers: int = 2,
+                 num_classes: int = 10, image_size: int = 32, batch_size: int = 64, num_workers: int | str = "auto",
                  pin_memory: bool | None = None, persistent_workers: bool | None = None,
                  augment: Mapping[str, Any] | None = None, crop_pct: float = 0.875, seed: int = 0,
                  train_size: int = 2000, val_size: int = 500, train_per_class: int | None = None,
@@ -286,12 +293,14 @@ class ImageDataModule(L.LightningDataModule):
             raise DataError(f"data.bad_images='{bad_images}'; allowed: fail, skip")
         if batch_size < 1:
             raise DataError(f"data.batch_size={batch_size}; expected a positive integer")
+        if num_workers != "auto" and not (isinstance(num_workers, int) and num_workers >= 0):
+            raise DataError(f"data.num_workers={num_workers!r} is invalid: allowed auto or an integer >= 0")
         self.name, self.num_classes, self.image_size = name, num_classes, image_size
         self.root = Path(root).expanduser() if root is not None else None
         self.cache_dir = Path(cache_dir).expanduser()
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
-        self.persistent_workers = num_workers > 0 and persistent_workers is not False
+        self.persistent_workers = persistent_workers is not False
         self.train_size, self.val_size = train_size, val_size
         self.train_per_class, self.val_per_class = train_per_class, val_per_class
         self.bad_images, self.download = bad_images, download
@@ -383,10 +392,19 @@ class ImageDataModule(L.LightningDataModule):
         return (f"{self.name}: {self.num_train} train / {self.num_val} val images, {self.num_classes} classes, "
                 f"{self.image_size}px{where}")
 
+    def workers(self) -> int:
+        """data.num_workers; auto: the cores each training process has beside its own (at most 16).
+        On 2 CPU cores one worker kept up with every model we trained (results/bench/cpu_threads.csv)."""
+        if self.num_workers != "auto":
+            return self.num_workers
+        procs = self.trainer.num_devices if self.trainer is not None else 1
+        return max(0, min(MAX_AUTO_WORKERS, usable_cores() // procs - 1))
+
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        workers = self.workers()
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=train, drop_last=train,
-                          num_workers=self.num_workers, pin_memory=self.pin_memory,
-                          persistent_workers=self.persistent_workers)
+                          num_workers=workers, pin_memory=self.pin_memory,
+                          persistent_workers=self.persistent_workers and workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self._sets()[0], train=True)

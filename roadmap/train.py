@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from roadmap import build_model
 from roadmap.callbacks import LineProgress
 from roadmap.config import ROOT
+from roadmap.data import usable_cores
 from roadmap.models import profile
 from roadmap.module import Classifier
 
@@ -78,7 +79,7 @@ def _set_cpu_threads(cfg: DictConfig) -> None:
     threads = cfg.trainer.cpu_threads
     if threads == "auto":
         procs = cfg.trainer.devices if isinstance(cfg.trainer.devices, int) else 1
-        threads = max(1, (os.cpu_count() or 1) // procs)
+        threads = max(1, usable_cores() // procs)
     torch.set_num_threads(int(threads))
 
 

@@ -6,6 +6,7 @@ import logging
 import os
 import tarfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from PIL import Image
 from timm.data.auto_augment import RandAugment
 from timm.data.random_erasing import RandomErasing
 
+import roadmap.data
 from roadmap.config import compose
 from roadmap.data import DataError, ImageDataModule, build_transforms, synthesize
 
@@ -132,6 +134,20 @@ def test_bad_arguments() -> None:
     raises_data_error(lambda: datamodule(name="synthetic", bad_images="ignore"), "ignore", "fail, skip")
     raises_data_error(lambda: datamodule(name="synthetic", train_size=10, batch_size=16).setup("fit"),
                       "batch_size=16", "10 training images")
+    for bad in (-1, "many"):
+        raises_data_error(lambda: datamodule(num_workers=bad), f"data.num_workers={bad!r}", "auto or an integer")
+
+
+@pytest.mark.parametrize("cores,procs,workers", [(2, 1, 1), (1, 1, 0), (16, 1, 15), (16, 2, 7), (128, 1, 16)])
+def test_auto_workers_leave_each_training_process_a_core(monkeypatch: pytest.MonkeyPatch, cores: int, procs: int,
+                                                         workers: int) -> None:
+    monkeypatch.setattr(roadmap.data, "usable_cores", lambda: cores)
+    dm = datamodule(num_workers="auto", train_size=8, val_size=8)
+    monkeypatch.setattr(dm, "trainer", SimpleNamespace(num_devices=procs))
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    assert loader.num_workers == workers and loader.persistent_workers == (workers > 0)
+    assert datamodule(num_workers=3).workers() == 3  # an explicit count is kept
 
 
 def test_bad_roots(tmp_path: Path) -> None:

@@ -72,6 +72,7 @@ def test_full_traceback_on_request(tmp_path):
     (["trainer.accelerator=gpu"], "trainer.accelerator=gpu but no CUDA GPU is visible"),
     (["data.image_size=16"], "data.image_size=16 is too small"),
     (["data.batch_size=512"], "data.batch_size=512"),
+    (["data.num_workers=-1"], "data.num_workers=-1 is invalid: allowed auto or an integer >= 0"),
     (["data=folder", "data.num_classes=3", "data.root=MISSING"], "MISSING"),
     (["data=folder", "data.num_classes=3", "data.root=EMPTY"], "EMPTY"),
 ])

@@ -153,13 +153,14 @@ def test_real_imagewoof_slice(tiny_cfg, data_cache):
 
 
 def test_cpu_threads_split_cores_among_processes(tiny_cfg):
+    from roadmap.data import usable_cores
     from roadmap.train import _set_cpu_threads
     before = torch.get_num_threads()
     try:
         _set_cpu_threads(tiny_cfg("data.num_workers=1"))
-        assert torch.get_num_threads() == os.cpu_count()
+        assert torch.get_num_threads() == usable_cores()
         _set_cpu_threads(tiny_cfg("trainer.devices=2"))
-        assert torch.get_num_threads() == max(1, os.cpu_count() // 2)
+        assert torch.get_num_threads() == max(1, usable_cores() // 2)
         _set_cpu_threads(tiny_cfg("trainer.cpu_threads=1"))
         assert torch.get_num_threads() == 1
     finally:
