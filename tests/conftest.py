@@ -5,8 +5,10 @@ import os
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from roadmap import compose
 
@@ -31,6 +33,22 @@ def tiny_cfg(tmp_path):
         return compose([*base, f"paths.output_dir={tmp_path / 'run'}", f"paths.log_dir={tmp_path}",
                         f"paths.cache_dir={tmp_path / 'cache'}", *overrides])
     return make
+
+
+CLASSES = ("ant", "bee", "cat")
+
+
+def make_folder(root: Path, classes: tuple[str, ...] = CLASSES, per_class: int = 4,
+                splits: tuple[str, ...] = ("train", "val")) -> Path:
+    """A tiny ImageFolder: root/<split>/<class>/<i>.JPEG, 40 x 40 px."""
+    rng = np.random.default_rng(0)
+    for split in splits:
+        for name in classes:
+            (root / split / name).mkdir(parents=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / name / f"{i}.JPEG", quality=90)
+    return root
 
 
 def imagewoof_archive() -> Path:

@@ -21,21 +21,7 @@ import roadmap.data
 from roadmap.config import compose
 from roadmap.data import DataError, ImageDataModule, build_transforms, synthesize
 
-CLASSES = ("ant", "bee", "cat")
-
-
-def make_folder(root: Path, classes: tuple[str, ...] = CLASSES, per_class: int = 4,
-                splits: tuple[str, ...] = ("train", "val")) -> Path:
-    """A tiny ImageFolder: root/<split>/<class>/<i>.JPEG, 40 x 40 px."""
-    rng = np.random.default_rng(0)
-    for split in splits:
-        for name in classes:
-            (root / split / name).mkdir(parents=True)
-            for i in range(per_class):
-                pixels = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
-                Image.fromarray(pixels).save(root / split / name / f"{i}.JPEG", quality=90)
-    return root
-
+from conftest import CLASSES, make_folder
 
 def make_archive(folder: Path, archive: Path, stem: str = "imagewoof2-160") -> Path:
     with tarfile.open(archive, "w:gz") as tar:

@@ -18,7 +18,7 @@ from roadmap.report import load_runs, write_report
 import roadmap.train
 from roadmap.train import RunError, run_job, train, write_json_atomic
 
-from conftest import REPO, TINY
+from conftest import REPO, TINY, make_folder
 
 SMALL = "model.width_mult=0.25"
 
@@ -88,6 +88,20 @@ def test_bad_input_is_one_logged_line(tiny_cfg, tmp_path, caplog, monkeypatch, o
     if "data=folder" in overrides:
         assert "train/" in errors[0]  # the expected layout is spelled out
     assert roadmap.train.FAILURES == errors and not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_bad_image_in_a_loader_worker_is_one_clear_line(tiny_cfg, tmp_path, caplog, monkeypatch):
+    """A DataError raised in a DataLoader worker comes back multi-line; the log line keeps the worker's message."""
+    monkeypatch.setattr(roadmap.train, "FAILURES", [])
+    folder = make_folder(tmp_path / "folder", per_class=2)
+    bad = folder / "val" / "ant" / "0.JPEG"
+    bad.write_bytes(bad.read_bytes()[:200])
+    cfg = tiny_cfg(SMALL, "data=folder", f"data.root={folder}", "data.num_classes=3", "data.batch_size=2",
+                   "data.num_workers=1", "data.image_size=32")
+    assert run_job(cfg) is None
+    (error,) = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert "BadImageError: " in error and str(bad) in error and "data.bad_images=skip" in error, error
+    assert "\n" not in error and "worker process" not in error, error
 
 
 # -- in-process: what train() refuses, keeps and records ----------------------------------------------
