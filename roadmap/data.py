@@ -276,6 +276,7 @@ class ImageDataModule(L.LightningDataModule):
         subset of a real dataset (cheap CPU proxies).
     bad_images: "fail" raises on an undecodable image; "skip" warns and substitutes the next sample.
     download: fetch the official archive (fast.ai, CIFAR) when it is absent.
+    num_workers: loader processes, or "auto"; persistent_workers: keep them across epochs (default: yes).
     """
 
     def __init__(self, name: str = "synthetic", root: str | None = None, cache_dir: str = "~/.cache/roadmap",

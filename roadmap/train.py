@@ -196,7 +196,10 @@ def train(cfg: DictConfig) -> float:
             ckpt = None
         _set_cpu_threads(cfg)
         L.seed_everything(cfg.seed, workers=True, verbose=False)
-        datamodule = instantiate(cfg.data)
+        # persistent loader workers carry RNG streams across epochs that a checkpoint cannot hold: a deterministic
+        # run starts fresh workers each epoch (seeded from the restored RNG), so it resumes exactly
+        fresh_workers = cfg.trainer.deterministic and cfg.data.get("persistent_workers") is None
+        datamodule = instantiate(cfg.data, **({"persistent_workers": False} if fresh_workers else {}))
         model = build_model(cfg)
         summary["model"] = model_cfg.get("model_name", type(model).__name__)
         summary.update(profile(model, cfg.data.image_size))

@@ -92,8 +92,9 @@ def test_schedule_is_compressed_to_the_run(tiny_cfg):
     assert sched.warmup_t == round(20 / 300 * 15) == 1 and sched.t_initial == 14
 
 
-def test_resume_matches_uninterrupted_run(tiny_cfg, tmp_path):
-    run = ["+roadmap=step07_separate_downsampling", SMALL, "trainer.max_epochs=2"]
+@pytest.mark.parametrize("workers", [0, 1])
+def test_resume_matches_uninterrupted_run(tiny_cfg, tmp_path, workers):
+    run = ["+roadmap=step07_separate_downsampling", SMALL, "trainer.max_epochs=2", f"data.num_workers={workers}"]
     straight = tiny_cfg(*run, f"paths.output_dir={tmp_path / 'straight'}")
     train(straight)
     crashed = tiny_cfg(*run, f"paths.output_dir={tmp_path / 'resumed'}",
