@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import re
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -143,9 +144,14 @@ def trajectory_table(runs: pd.DataFrame, metric: str = "acc1") -> pd.DataFrame:
 BUDGET_OVERRIDE = re.compile(r"(data|trainer|paths|logger|callbacks|hydra)\.|(group|seed|model\.width_mult)=")
 
 
+def _design_overrides(variant: str) -> list[str]:
+    """The overrides of a run that change the design (commas inside [...] lists do not split)."""
+    return [o for o in re.split(r",(?![^\[]*\])", variant) if o and not BUDGET_OVERRIDE.match(o)]
+
+
 def _paper_step(step: str | None, variant: str) -> str | None:
     """The Table 10 row a run replays: its step, or step05_kernel<K> for the kernel sweep's override."""
-    design = ",".join(o for o in re.split(r",(?![^\[]*\])", variant) if o and not BUDGET_OVERRIDE.match(o))
+    design = ",".join(_design_overrides(variant))
     if not design:
         return step
     match = KERNEL_OVERRIDE.fullmatch(design)
@@ -170,7 +176,10 @@ def plot_trajectory(table: pd.DataFrame, path: str | Path, title: str | None = N
     steps = table[table["kind"] != "baseline"].reset_index(drop=True)
     baselines = table[table["kind"] == "baseline"]
     names = paper.table10().set_index("step")["name"]
-    labels = [names[r.paper_row] if r.kind == "roadmap" else r.row for r in steps.itertuples()]
+    # a variant's label: its name and design overrides, wrapped (budget overrides are the same on every row)
+    labels = [names[r.paper_row] if r.kind == "roadmap" else
+              textwrap.fill(" ".join([r.row.split(",")[0], *_design_overrides(r.variant)]), 40)
+              for r in steps.itertuples()]
     context = ", ".join(f"{v}{unit}" for v, unit in ((_joined(table["data"]), ""),
                                                      (_joined(table["image_size"]), " px"),
                                                      (_joined(table["epochs"]), " ep")) if v)

@@ -124,6 +124,7 @@ def test_bad_arguments() -> None:
         raises_data_error(lambda: datamodule(num_workers=bad), f"data.num_workers={bad!r}", "auto or an integer")
 
 
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")  # a mocked core count
 @pytest.mark.parametrize("cores,procs,workers", [(2, 1, 1), (1, 1, 0), (16, 1, 15), (16, 2, 7), (128, 1, 16)])
 def test_auto_workers_leave_each_training_process_a_core(monkeypatch: pytest.MonkeyPatch, cores: int, procs: int,
                                                          workers: int) -> None:
