@@ -222,3 +222,10 @@ def test_budget_overrides_still_replay_the_paper_row(tmp_path):
     assert t.loc[f"step05_kernel7,{budget}", "paper_row"] == "step05_kernel7"
     assert t.loc[f"step05_kernel7,{budget},model.kernel_size=9", "paper_row"] == "step05_kernel9"
     assert t.loc[f"step05_kernel7,model.depths=[3,3,27,3],{budget}", "kind"] == "variant"
+
+
+def test_design_overrides_drop_the_budget():
+    """Chart labels and paper matching see only design overrides; list values keep their commas."""
+    from roadmap.report import _design_overrides
+    variant = "data.image_size=32,model.kernel_size=9,model.width_mult=0.25,model.depths=[3,3,9,3],trainer.max_epochs=1"
+    assert _design_overrides(variant) == ["model.kernel_size=9", "model.depths=[3,3,9,3]"]
