@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import random
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -22,7 +21,7 @@ from itertools import groupby, islice
 from operator import attrgetter
 from pathlib import Path
 
-import numpy as np
+import lightning as L
 import pandas as pd
 import timm
 import torch
@@ -76,12 +75,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--csv", type=Path, default=None, help="write the table here")
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides for every composed config")
     return p.parse_args(argv)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def entries(args: argparse.Namespace) -> list[Entry]:
@@ -182,7 +175,7 @@ def time_group(group: list[Entry], args: argparse.Namespace, x: torch.Tensor, y:
     """Build, profile and warm each model of a group, then time them in alternating order, round by round."""
     rows, runners = [], []
     for entry in group:
-        seed_everything(args.seed)
+        L.seed_everything(args.seed, verbose=False)
         model = entry.make(args.image_size)
         counts = profile(model, image_size=args.image_size)   # on CPU, before any device or compile wrapper
         gmacs_224 = counts["gmacs"] if args.image_size == 224 else profile(entry.make(224), 224)["gmacs"]
@@ -247,7 +240,7 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
     if args.device == "cuda":
         torch.backends.cudnn.benchmark = True
     device = torch.device(args.device)
-    seed_everything(args.seed)
+    L.seed_everything(args.seed, verbose=False)
     gen = torch.Generator().manual_seed(args.seed)
     x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, generator=gen).to(device)
     y = torch.randint(0, args.num_classes, (args.batch_size,), generator=gen).to(device)

@@ -20,6 +20,7 @@ from typing import Any, Callable
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_only
 from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
 from torch.utils.data import DataLoader, Dataset, Subset
@@ -289,7 +290,8 @@ class ImageDataModule(L.LightningDataModule):
         if name not in DATASETS:
             raise DataError(f"unknown data.name '{name}'; allowed: {', '.join(DATASETS)}")
         if image_size < MIN_IMAGE_SIZE:
-            raise DataError(f"data.image_size={image_size} is below {MIN_IMAGE_SIZE}, the models' total stride")
+            raise DataError(f"data.image_size={image_size} is too small: the models downsample by {MIN_IMAGE_SIZE}, "
+                            f"so it must be >= {MIN_IMAGE_SIZE} (a multiple of {MIN_IMAGE_SIZE} is best)")
         if bad_images not in ("fail", "skip"):
             raise DataError(f"data.bad_images='{bad_images}'; allowed: fail, skip")
         if batch_size < 1:
@@ -344,6 +346,8 @@ class ImageDataModule(L.LightningDataModule):
             raise DataError(f"data.batch_size={self.batch_size} exceeds the {len(train)} training images of "
                             f"{self.name}: with drop_last no batch is left; lower data.batch_size or use more data")
         self.train_set, self.val_set = train, val
+        if rank_zero_only.rank == 0:
+            log.info(self.describe())
 
     def _real_sets(self) -> tuple[Dataset, Dataset]:
         if self.name in CIFAR:
@@ -395,7 +399,8 @@ class ImageDataModule(L.LightningDataModule):
 
     def workers(self) -> int:
         """data.num_workers; auto: the cores each training process has beside its own (at most 16).
-        On 2 CPU cores one worker kept up with every model we trained (results/bench/cpu_threads.csv)."""
+        On 2 CPU cores with 2 torch threads, 1 worker was as fast as 2-4 or faster in every job we timed
+        (results/bench/cpu_threads.csv)."""
         if self.num_workers != "auto":
             return self.num_workers
         procs = self.trainer.num_devices if self.trainer is not None else 1

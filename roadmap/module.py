@@ -51,10 +51,11 @@ class Classifier(L.LightningModule):
         self.throughput = 0.0
         self._epoch_images, self._epoch_start, self._last_batch_end = 0, 0.0, 0.0
 
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return self.model(x)
+        return self.model(self._layout(x))
 
     # -- training ---------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
@@ -93,8 +94,7 @@ class Classifier(L.LightningModule):
         self.acc1.update(logits, y)
         self.acc5.update(logits, y)
         if self.ema is not None:
-            xe = x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
-            self.ema_acc1.update(self.ema.module(xe), y)
+            self.ema_acc1.update(self.ema.module(self._layout(x)), y)
 
     def on_validation_epoch_end(self) -> None:
         # compute() reduces across DDP ranks; accuracies are logged in percent, like the paper's

@@ -226,8 +226,9 @@ def _joined(values: pd.Series) -> str:
 
 
 def write_report(dirs: Sequence[str | Path], out: str | Path, metric: str = "acc1",
-                 title: str | None = None) -> dict[str, Path]:
-    """Write trajectory.csv, trajectory.md and trajectory.png under `out` for the runs under `dirs`."""
+                 title: str | None = None, to_wandb: bool = False) -> dict[str, Path]:
+    """Write trajectory.csv, trajectory.md and trajectory.png under `out` for the runs under `dirs`;
+    with `to_wandb`, also log the table and chart (see `log_to_wandb`) under the runs' group."""
     runs = load_runs(dirs)
     if runs.empty:
         raise FileNotFoundError(f"no runs under {', '.join(map(str, dirs))}")
@@ -238,6 +239,9 @@ def write_report(dirs: Sequence[str | Path], out: str | Path, metric: str = "acc
     table.to_csv(paths["csv"], index=False)
     paths["md"].write_text(_markdown(table, runs, dirs, metric, title or DEFAULT_TITLE))
     plot_trajectory(table, paths["png"], title, metric)
+    if to_wandb:
+        groups = runs["group"].dropna().unique()
+        log_to_wandb(table, paths["png"], groups[0] if len(groups) == 1 else "report")
     return paths
 
 
@@ -278,12 +282,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--wandb", action=argparse.BooleanOptionalAction, default=True,
                         help="log the table and chart to W&B (offline unless WANDB_MODE=online)")
     args = parser.parse_args(argv)
-    paths = write_report(args.dirs, args.out, args.metric, args.title)
+    paths = write_report(args.dirs, args.out, args.metric, args.title, to_wandb=args.wandb)
     print(paths["md"].read_text())
-    if args.wandb:
-        runs = load_runs(args.dirs)
-        groups = runs["group"].dropna().unique()
-        log_to_wandb(trajectory_table(runs, args.metric), paths["png"], groups[0] if len(groups) == 1 else "report")
 
 
 if __name__ == "__main__":

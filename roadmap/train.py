@@ -104,9 +104,6 @@ def preflight(cfg: DictConfig) -> None:
     if str(cfg.trainer.accelerator) in ("gpu", "cuda") and not torch.cuda.is_available():
         raise RunError("trainer.accelerator=gpu but no CUDA GPU is visible to PyTorch: use "
                        "trainer.accelerator=auto (or cpu), or check CUDA_VISIBLE_DEVICES and the driver")
-    if cfg.data.image_size < 32:
-        raise RunError(f"data.image_size={cfg.data.image_size} is too small: the models downsample by 32, "
-                       "so it must be >= 32 (a multiple of 32 is best)")
 
 
 def check_checkpoint(path: Path, model_cfg: dict[str, Any]) -> None:
