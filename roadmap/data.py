@@ -6,7 +6,9 @@ fails on its first job instead of after hours, or never starts reading the wrong
 """
 from __future__ import annotations
 
+import hashlib
 import logging
+import math
 import os
 import shutil
 import tarfile
@@ -23,7 +25,9 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
+from timm.data.transforms import str_to_interp_mode
 from torch.utils.data import DataLoader, Dataset, Subset
+from torchvision import transforms
 from torchvision.datasets import CIFAR10, CIFAR100, ImageFolder
 from torchvision.datasets.utils import download_url
 
@@ -180,6 +184,61 @@ class SkipBadImages(Dataset):
         raise DataError(f"no readable image left in a dataset of {len(self)} (data.bad_images=skip)")
 
 
+class DecodedImages(Dataset):
+    """An ImageFolder decoded once to uint8 pixels, resized so the shorter side is `side`, cached on disk and
+    served from memory to the same transforms as PIL images (`data.decoded_cache=true`).
+
+    For small datasets on few cores: JPEG decoding of the source images otherwise runs every epoch in loader
+    processes that compete with the model for the cores. The cache file is keyed by folder, split, side and
+    interpolation, and is written to a temporary file then renamed, so concurrent runs share it safely.
+    """
+
+    def __init__(self, folder: ImageFolder, side: int, interpolation: str, cache_dir: Path, transform: Callable,
+                 skip_bad: bool = False) -> None:
+        self.classes, self.transform = folder.classes, transform
+        root = Path(folder.root).resolve()
+        key = hashlib.sha1(str(root).encode()).hexdigest()[:8]
+        path = cache_dir / "decoded" / f"{root.parent.name}-{root.name}-{key}-{side}px-{interpolation}.npz"
+        if not path.is_file():
+            self._build(folder, side, interpolation, path, skip_bad)
+        with np.load(path) as cached:
+            self.pixels, self.shapes, self.targets = cached["pixels"], cached["shapes"], cached["targets"].tolist()
+        self.offsets = np.concatenate([[0], np.cumsum(self.shapes.prod(axis=1))])
+
+    @staticmethod
+    def _build(folder: ImageFolder, side: int, interpolation: str, path: Path, skip_bad: bool) -> None:
+        resize = transforms.Resize(side, interpolation=str_to_interp_mode(interpolation))
+        arrays, targets = [], []
+        log.info("decoding %d images of %s once at %d px into %s", len(folder.samples), folder.root, side, path)
+        for file, target in folder.samples:
+            try:
+                image = load_rgb(file)
+            except BadImageError as err:
+                if not skip_bad:
+                    raise
+                log.warning("skipping corrupt or truncated image '%s' (data.bad_images=skip)", err.path)
+                continue
+            arrays.append(np.asarray(resize(image) if min(image.size) > side else image, dtype=np.uint8))
+            targets.append(target)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, pixels=np.concatenate([a.reshape(-1) for a in arrays]),
+                         shapes=np.array([a.shape for a in arrays], dtype=np.int64), targets=np.array(targets))
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        pixels = self.pixels[self.offsets[index]:self.offsets[index + 1]].reshape(self.shapes[index])
+        return self.transform(Image.fromarray(pixels)), self.targets[index]
+
+
 def _check_root(root: Path, expected: str) -> None:
     if not root.exists():
         raise DataError(f"data.root '{root}' does not exist; expected {expected} (set data.root or ROADMAP_DATA_DIR)")
@@ -276,6 +335,9 @@ class ImageDataModule(L.LightningDataModule):
     train_size / val_size: synthetic images generated; train_per_class / val_per_class: a seeded, stratified
         subset of a real dataset (cheap CPU proxies).
     bad_images: "fail" raises on an undecodable image; "skip" warns and substitutes the next sample.
+    decoded_cache: decode and resize a folder dataset once (see `DecodedImages`): val images at the val
+        transform's resize size, so evaluation is unchanged; train images at twice image_size, so random crops
+        still come from more pixels than they keep.
     download: fetch the official archive (fast.ai, CIFAR) when it is absent.
     num_workers: loader processes, or "auto"; persistent_workers: keep them across epochs (default: yes).
     """
@@ -285,7 +347,8 @@ class ImageDataModule(L.LightningDataModule):
                  pin_memory: bool | None = None, persistent_workers: bool | None = None,
                  augment: Mapping[str, Any] | None = None, crop_pct: float = 0.875, seed: int = 0,
                  train_size: int = 2000, val_size: int = 500, train_per_class: int | None = None,
-                 val_per_class: int | None = None, bad_images: str = "fail", download: bool = False) -> None:
+                 val_per_class: int | None = None, bad_images: str = "fail", download: bool = False,
+                 decoded_cache: bool = False) -> None:
         super().__init__()
         if name not in DATASETS:
             raise DataError(f"unknown data.name '{name}'; allowed: {', '.join(DATASETS)}")
@@ -306,7 +369,8 @@ class ImageDataModule(L.LightningDataModule):
         self.persistent_workers = persistent_workers is not False
         self.train_size, self.val_size = train_size, val_size
         self.train_per_class, self.val_per_class = train_per_class, val_per_class
-        self.bad_images, self.download = bad_images, download
+        self.bad_images, self.download, self.decoded_cache = bad_images, download, decoded_cache
+        self.interpolation, self.crop_pct = (augment or {}).get("interpolation", CLASSIC_AUGMENT["interpolation"]), crop_pct
         self.train_transform, self.val_transform = build_transforms(image_size, augment, crop_pct)
         self.data_dir: Path | None = None
         self.train_set: Dataset | None = None
@@ -364,6 +428,12 @@ class ImageDataModule(L.LightningDataModule):
                     raise DataError(f"'{self.data_dir}' has no {split}/ folder; expected {FOLDER_LAYOUT}")
             train = image_folder(self.data_dir / "train", self.train_transform)
             val = image_folder(self.data_dir / "val", self.val_transform)
+            if self.decoded_cache:
+                skip = self.bad_images == "skip"
+                val_side = math.floor(self.image_size / self.crop_pct)   # timm's eval resize: a no-op on these
+                train = DecodedImages(train, 2 * self.image_size, self.interpolation, self.cache_dir,
+                                      self.train_transform, skip)
+                val = DecodedImages(val, val_side, self.interpolation, self.cache_dir, self.val_transform, skip)
             if val.classes != train.classes:
                 raise DataError(f"'{self.data_dir}/val' has {len(val.classes)} class folders that differ from the "
                                 f"{len(train.classes)} of train/; expected the same class folders in both")
@@ -374,7 +444,7 @@ class ImageDataModule(L.LightningDataModule):
             train = stratified_subset(train, self.train_per_class, self.seed)
         if self.val_per_class is not None:
             val = stratified_subset(val, self.val_per_class, self.seed)
-        if self.bad_images == "skip":
+        if self.bad_images == "skip" and not self.decoded_cache:   # the cache skipped them when it was built
             train, val = SkipBadImages(train), SkipBadImages(val)
         return train, val
 

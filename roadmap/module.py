@@ -1,6 +1,7 @@
 """LightningModule: a recipe from conf/recipe/ applied to any classifier, wired with timm and torchmetrics."""
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -15,6 +16,11 @@ from timm.scheduler.scheduler import Scheduler
 from timm.utils import ModelEmaV3
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
+
+
+# How the recipe's lr (given per `base_batch_size` images) follows the effective batch size: Goyal et al.'s
+# linear rule, the square-root rule (Krizhevsky 2014; Malladi et al. 2022 for Adam), or none (lr as written).
+LR_SCALING = {"linear": lambda ratio: ratio, "sqrt": math.sqrt, "none": lambda ratio: 1.0}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -32,6 +38,8 @@ class Classifier(L.LightningModule):
         self.recipe = dict(recipe)
         self.channels_last = channels_last
         r = self.recipe
+        if r["lr_scaling"] not in LR_SCALING:
+            raise ValueError(f"recipe.lr_scaling={r['lr_scaling']!r} is invalid: allowed {' | '.join(LR_SCALING)}")
         self.mixup = (Mixup(mixup_alpha=r["mixup"], cutmix_alpha=r["cutmix"], prob=r["mix_prob"],
                             switch_prob=r["switch_prob"], label_smoothing=r["label_smoothing"],
                             num_classes=num_classes)
@@ -124,7 +132,7 @@ class Classifier(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         r = self.recipe
-        lr = r["lr"] * self.effective_batch_size() / r["base_batch_size"]  # linear scaling rule
+        lr = r["lr"] * LR_SCALING[r["lr_scaling"]](self.effective_batch_size() / r["base_batch_size"])
         extra: dict[str, Any] = {}
         if r["optimizer"] == "sgd":
             extra["momentum"] = r["momentum"]

@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,11 +27,13 @@ from scipy import stats
 from roadmap import paper
 
 SUMMARY = "summary.json"
+RECORD = (SUMMARY, ".hydra/config.yaml", ".hydra/overrides.yaml")  # what a committed run keeps (results/*/runs)
 RUN_MARKERS = (".hydra", "checkpoints")  # a run directory has these from its start, summary.json only at its end
 SUPERSEDED = "superseded"  # where train(force=true) moves a run's old summary and checkpoints
 SCHEMA = ["status", "error", "name", "step", "step_name", "variant", "paper_top1", "paper_gmacs", "group", "model",
-          "params", "gmacs", "gmacs_224", "data", "image_size", "epochs", "seed", "recipe", "acc1", "acc5",
-          "acc1_best", "acc5_best", "val_loss", "train_img_per_s", "wall_s", "git_commit", "run_dir", "finished_at"]
+          "params", "gmacs", "gmacs_224", "data", "num_classes", "image_size", "epochs", "precision", "seed", "recipe",
+          "acc1", "acc5", "acc1_best", "acc5_best", "acc1_ema", "val_loss", "train_img_per_s", "wall_s", "git_commit",
+          "run_dir", "finished_at"]
 STATUS_ORDER = ("finished", "failed", "interrupted", "unfinished")
 KINDS = ("roadmap", "variant", "baseline")  # table order: the paper's rows, other variants of its steps, baselines
 # The paper's kernel sweep (its rows step05_kernel5/9/11) is step05_kernel7 trained with this override.
@@ -68,6 +71,23 @@ def load_runs(dirs: Sequence[str | Path]) -> pd.DataFrame:
     return runs.drop_duplicates("run_dir", ignore_index=True)  # overlapping dirs find a run twice
 
 
+def export_runs(dirs: Sequence[str | Path], dest: str | Path) -> int:
+    """Copy each ended run's record (`RECORD`: summary and exact config, no checkpoints or logger files) under
+    `dest`, at its path below its sweep directory, so `dest` reads like a sweep; returns the runs copied."""
+    copied = 0
+    for root in map(Path, dirs):
+        for summary in sorted(root.rglob(SUMMARY)):
+            rel = summary.parent.relative_to(root)
+            if SUPERSEDED in rel.parts:
+                continue
+            for name in RECORD:
+                if (summary.parent / name).is_file():
+                    (Path(dest) / rel / name).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(summary.parent / name, Path(dest) / rel / name)
+            copied += 1
+    return copied
+
+
 def _unfinished(run_dir: Path, steps: set[str]) -> dict:
     name, _, variant = run_dir.parent.name.partition(",")
     seed = re.fullmatch(r"seed(\d+)", run_dir.name)
@@ -93,8 +113,7 @@ def trajectory_table(runs: pd.DataFrame, metric: str = "acc1") -> pd.DataFrame:
     """
     t10 = paper.table10().set_index("step")
     base = paper.baselines().set_index("timm_model")
-    runs = runs.assign(variant=runs["variant"].fillna(""))
-    runs = runs.assign(row=runs["name"].where(runs["variant"] == "", runs["name"] + "," + runs["variant"]))
+    runs = runs.assign(variant=runs["variant"].fillna(""), row=_row_keys(runs))
     rows, per_seed = [], {}
     for key, g in runs.groupby("row", sort=False):
         done = g[(g["status"] == "finished") & g[metric].notna()]
@@ -167,58 +186,78 @@ def _status_rank(item: tuple[str, int]) -> int:
     return STATUS_ORDER.index(item[0]) if item[0] in STATUS_ORDER else len(STATUS_ORDER)
 
 
-def plot_trajectory(table: pd.DataFrame, path: str | Path, title: str | None = None, metric: str = "acc1") -> Path:
-    """Two panels sharing the rows (step 00 on top): the paper's ImageNet-1K top-1 and ours, mean ± 95 % CI.
+def plot_trajectory(table: pd.DataFrame, runs: pd.DataFrame, path: str | Path, title: str | None = None,
+                    metric: str = "acc1") -> Path:
+    """Two panels sharing the rows (step 00 on top, the ViT baselines below a rule): the paper's ImageNet-1K
+    top-1, its roadmap points joined in order, and ours: every seed a small dot, the mean with its 95 % CI.
 
-    Proxies train on small data, so each panel has its own x scale; GMACs sit above each point (paper's and
-    ours at 224 px), and baselines are dashed vertical lines where a number exists.
+    Proxies train on small data, so each panel has its own x scale. GMACs sit above each point: the paper's at
+    224 px, ours at the run's image size. The measured panel has a dotted line at chance (100 / classes).
     """
-    steps = table[table["kind"] != "baseline"].reset_index(drop=True)
-    baselines = table[table["kind"] == "baseline"]
+    table = table.reset_index(drop=True)
     names = paper.table10().set_index("step")["name"]
     # a variant's label: its name and design overrides, wrapped (budget overrides are the same on every row)
-    labels = [names[r.paper_row] if r.kind == "roadmap" else
-              textwrap.fill(" ".join([r.row.split(",")[0], *_design_overrides(r.variant)]), 40)
-              for r in steps.itertuples()]
-    context = ", ".join(f"{v}{unit}" for v, unit in ((_joined(table["data"]), ""),
-                                                     (_joined(table["image_size"]), " px"),
+    labels = [names[r.paper_row] if r.kind == "roadmap" else r.paper_row if r.kind == "baseline" and r.paper_row
+              else textwrap.fill(" ".join([r.row.split(",")[0], *_design_overrides(r.variant)]), 40)
+              for r in table.itertuples()]
+    size = _joined(table["image_size"])
+    context = ", ".join(f"{v}{unit}" for v, unit in ((_joined(table["data"]), ""), (size, " px"),
                                                      (_joined(table["epochs"]), " ep")) if v)
-    fig = Figure(figsize=(12, 1.5 + 0.4 * max(len(steps), 1)), layout="constrained")
+    fig = Figure(figsize=(12, 1.8 + 0.42 * max(len(table), 1)), layout="constrained")
     left, right = fig.subplots(1, 2, sharey=True)
-    y = np.arange(len(steps))
-    _panel(left, y, steps["paper_top1"], None, steps["paper_gmacs"], "tab:blue")
-    _panel(right, y, steps["mean_top1"], steps["ci95_top1"].fillna(0), steps["gmacs_224"], "tab:orange")
-    for yi in y[steps["mean_top1"].isna()]:
-        right.text(0.01, yi, steps["status"][yi], transform=right.get_yaxis_transform(), va="center",
+    y = np.arange(len(table))
+    chain = (table["kind"] == "roadmap").to_numpy()
+    left.plot(table["paper_top1"][chain], y[chain], "-", color="tab:blue", alpha=0.4)  # the paper's trajectory
+    _panel(left, y, table["paper_top1"], None, table["paper_gmacs"], "tab:blue", table["kind"])
+    rows = runs.assign(row=_row_keys(runs))
+    done = rows[(rows["status"] == "finished") & rows[metric].notna()]
+    position = dict(zip(table["row"], y))
+    seeds = done[done["row"].isin(position)]
+    right.scatter(seeds[metric], seeds["row"].map(position) + 0.18, s=9, color="tab:orange", alpha=0.6,
+                  linewidths=0, label="one seed")
+    _panel(right, y, table["mean_top1"], table["ci95_top1"].fillna(0), table["gmacs"], "tab:orange", table["kind"])
+    chance = 100.0 / runs["num_classes"].dropna().iloc[0] if runs.get("num_classes", pd.Series()).notna().any() \
+        else None
+    if chance is not None:
+        right.axvline(chance, ls=":", color="gray")
+        right.annotate(f"chance {chance:.0f} %", (chance, 1), xycoords=right.get_xaxis_transform(), xytext=(2, -2),
+                       textcoords="offset points", va="top", fontsize=7, color="gray")
+    for yi in y[table["mean_top1"].isna()]:
+        right.text(0.01, yi, table["status"][yi], transform=right.get_yaxis_transform(), va="center",
                    fontsize=7, color="gray")
-    for b in baselines.itertuples():
-        _reference(left, b.paper_top1, b.paper_row or b.row)
-        _reference(right, b.mean_top1, b.paper_row or b.row)
+    first_baseline = np.flatnonzero((table["kind"] == "baseline").to_numpy())
+    if first_baseline.size and first_baseline[0] > 0:
+        for ax in (left, right):
+            ax.axhline(first_baseline[0] - 0.5, color="gray", lw=0.8)
     left.set_yticks(y, labels)
-    left.set_ylim(len(steps) - 0.5, -0.5)  # step 00 on top
-    left.set_xlabel("paper ImageNet-1K top-1 (%)")
-    right.set_xlabel(f"measured top-1, {metric} (%)" + (f" — {context}" if context else ""))
+    left.set_ylim(len(table) - 0.5, -0.5)  # step 00 on top
+    left.set_xlabel("paper ImageNet-1K top-1 (%); GMACs at 224 px")
+    right.set_xlabel(f"measured top-1, {metric} (%), mean ± 95 % CI over seeds; GMACs at {size or 'the run'} px"
+                     + (f"\n{context}" if context else ""))
+    right.legend(loc="lower right", fontsize=7, frameon=False)
     fig.suptitle(title or DEFAULT_TITLE)
     fig.savefig(path, dpi=150)  # a bare Figure renders with Agg, no pyplot state
     return Path(path)
 
 
-def _panel(ax: Axes, y: np.ndarray, top1: pd.Series, err: pd.Series | None, gmacs: pd.Series, color: str) -> None:
+def _row_keys(runs: pd.DataFrame) -> pd.Series:
+    """A run's table row: its name, and its variant if it has one."""
+    variant = runs["variant"].fillna("")
+    return runs["name"].where(variant == "", runs["name"] + "," + variant)
+
+
+def _panel(ax: Axes, y: np.ndarray, top1: pd.Series, err: pd.Series | None, gmacs: pd.Series, color: str,
+           kinds: pd.Series) -> None:
+    for marker, baseline in (("o", False), ("s", True)):   # baselines as squares
+        has = (top1.notna() & ((kinds == "baseline") == baseline)).to_numpy()
+        ax.errorbar(top1[has], y[has], xerr=None if err is None else err[has], fmt=marker, color=color, capsize=3)
     has = top1.notna().to_numpy()
-    ax.errorbar(top1[has], y[has], xerr=None if err is None else err[has], fmt="o", color=color, capsize=3)
     for yi, x, g in zip(y[has], top1[has], gmacs[has]):
         if pd.notna(g):
-            ax.annotate(f"{g:.2f} GMACs", (x, yi), xytext=(0, 5), textcoords="offset points", ha="center",
+            ax.annotate(f"{g:.3g} GMACs", (x, yi), xytext=(0, 5), textcoords="offset points", ha="center",
                         va="bottom", fontsize=7, color="dimgray")
     ax.margins(x=0.08)  # room for the GMACs labels at the edges
     ax.grid(axis="x", alpha=0.3)
-
-
-def _reference(ax: Axes, x: float, label: str) -> None:
-    if pd.notna(x):
-        ax.axvline(x, ls="--", lw=1, color="gray")
-        ax.annotate(label, (x, 0), xycoords=ax.get_xaxis_transform(), xytext=(2, 2), textcoords="offset points",
-                    rotation=90, fontsize=7, color="gray")
 
 
 def _joined(values: pd.Series) -> str:
@@ -238,7 +277,7 @@ def write_report(dirs: Sequence[str | Path], out: str | Path, metric: str = "acc
     paths = {"csv": out / "trajectory.csv", "md": out / "trajectory.md", "png": out / "trajectory.png"}
     table.to_csv(paths["csv"], index=False)
     paths["md"].write_text(_markdown(table, runs, dirs, metric, title or DEFAULT_TITLE))
-    plot_trajectory(table, paths["png"], title, metric)
+    plot_trajectory(table, runs, paths["png"], title, metric)
     if to_wandb:
         groups = runs["group"].dropna().unique()
         log_to_wandb(table, paths["png"], groups[0] if len(groups) == 1 else "report")
@@ -279,10 +318,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder for trajectory.{csv,md,png}")
     parser.add_argument("--metric", choices=("acc1", "acc1_best"), default="acc1")
     parser.add_argument("--title")
+    parser.add_argument("--export-runs", type=Path, metavar="DIR",
+                        help="first copy each run's summary.json and .hydra/ config here (e.g. results/<study>/runs), "
+                             "and report from that copy")
     parser.add_argument("--wandb", action=argparse.BooleanOptionalAction, default=True,
                         help="log the table and chart to W&B (offline unless WANDB_MODE=online)")
     args = parser.parse_args(argv)
-    paths = write_report(args.dirs, args.out, args.metric, args.title, to_wandb=args.wandb)
+    dirs = args.dirs
+    if args.export_runs:
+        print(f"copied {export_runs(dirs, args.export_runs)} run records to {args.export_runs}")
+        dirs = [args.export_runs]
+    paths = write_report(dirs, args.out, args.metric, args.title, to_wandb=args.wandb)
     print(paths["md"].read_text())
 
 

@@ -179,6 +179,45 @@ def test_folder_subsets_are_stratified_and_seeded(tmp_path: Path) -> None:
     assert x.shape == (2, 3, 32, 32) and str(folder) in dm.describe()
 
 
+# --- decoded cache ---------------------------------------------------------------------------------------------
+
+def test_decoded_cache_serves_the_same_val_images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Val images from the cache are bit-identical to decoding each JPEG (the cache stores them at the val
+    transform's resize size); train images come through the same transforms; the cache is built once."""
+    folder = make_folder(tmp_path / "ok", per_class=4)
+    cache = tmp_path / "cache"
+    plain = datamodule(name="folder", root=str(folder), augment=augment("modern"))
+    cached = datamodule(name="folder", root=str(folder), augment=augment("modern"),
+                        decoded_cache=True, cache_dir=str(cache))
+    for dm in (plain, cached):
+        dm.setup("fit")
+    assert (cached.num_train, cached.num_val) == (12, 12) and cached.train_set.targets == plain.train_set.targets
+    for (x, y), (x_cached, y_cached) in zip(plain.val_dataloader(), cached.val_dataloader()):
+        assert torch.equal(x, x_cached) and torch.equal(y, y_cached)
+    x, y = next(iter(cached.train_dataloader()))
+    assert x.shape == (4, 3, 32, 32) and x.std() > 0
+    # val at timm's resize size, floor(32 / 0.875) = 36 (its Resize is then a no-op); train at 2 x 32 (the 40-px
+    # originals are kept as they are)
+    assert sorted(p.name.split("-")[-2] for p in (cache / "decoded").iterdir()) == ["36px", "64px"]
+
+    monkeypatch.setattr(roadmap.data.DecodedImages, "_build", lambda *a: pytest.fail("rebuilt the cache"))
+    again = datamodule(name="folder", root=str(folder), augment=augment("modern"),
+                       decoded_cache=True, cache_dir=str(cache), train_per_class=2)
+    again.setup("fit")
+    assert again.num_train == 6
+
+
+def test_decoded_cache_skips_or_names_a_bad_image(folder_with_truncated_jpeg: tuple[Path, Path],
+                                                  tmp_path: Path) -> None:
+    folder, bad = folder_with_truncated_jpeg
+    strict = datamodule(name="folder", root=str(folder), decoded_cache=True, cache_dir=str(tmp_path / "c1"))
+    raises_data_error(lambda: strict.setup("fit"), str(bad), "data.bad_images=skip")
+    lenient = datamodule(name="folder", root=str(folder), decoded_cache=True, cache_dir=str(tmp_path / "c2"),
+                         bad_images="skip", batch_size=2)
+    lenient.setup("fit")
+    assert (lenient.num_train, lenient.num_val) == (6, 5)
+
+
 # --- archives --------------------------------------------------------------------------------------------------
 
 def test_archive_is_extracted_once_and_found_three_ways(tmp_path: Path) -> None:

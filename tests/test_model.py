@@ -119,6 +119,38 @@ def test_width_mult_scales_widths():
     assert profile(small)["gmacs"] < 0.1 * profile(_model("+roadmap=step07_separate_downsampling"))["gmacs"]
 
 
+@pytest.mark.parametrize("name, timm_name", [("deit_small", "deit_small_patch16_224"),
+                                             ("swin_tiny", "swin_tiny_patch4_window7_224")])
+def test_vit_baselines_at_full_width_are_timms(name, timm_name):
+    ours = build_model(compose([f"model={name}", "data.image_size=224", "data.num_classes=1000"]))
+    assert profile(ours)["params"] == profile(timm.create_model(timm_name))["params"]
+
+
+@pytest.mark.parametrize("baseline", ["deit_small", "swin_tiny"])
+def test_vit_baselines_match_step07_gmacs_at_the_cpu_replay_budget(baseline):
+    """The paper compares models of equal FLOPs: width_mult scales the ViTs' GMACs as it scales ConvNeXt-T's."""
+    def gmacs(step: str) -> float:
+        cfg = compose(["+experiment=trajectory", "+budget=cpu_replay", f"+roadmap={step}"])
+        assert cfg.model.width_mult == 0.25
+        return profile(build_model(cfg), cfg.data.image_size)["gmacs"]
+    assert gmacs(f"baselines/{baseline}") == pytest.approx(gmacs("step07_separate_downsampling"), rel=0.15)
+
+
+def test_vit_width_mult_scales_heads_with_width():
+    deit = build_model(compose(["model=deit_small", "model.width_mult=0.25", "data.image_size=64"]))
+    assert (deit.embed_dim, deit.blocks[0].attn.num_heads) == (96, 2)   # 384 / 6 heads -> 96 / 2 heads
+    swin = build_model(compose(["model=swin_tiny", "model.width_mult=0.25", "data.image_size=64"]))
+    assert [layer.blocks[0].attn.num_heads for layer in swin.layers] == [1, 2, 3, 6]
+    with pytest.raises(ValueError, match=r"^model.width_mult=0 is invalid: allowed a number > 0$"):
+        build_model(compose(["model=deit_small", "model.width_mult=0"]))
+
+
+def test_baseline_overlays_name_their_runs():
+    for baseline, model in (("deit_small", "deit_small_patch16_224"), ("swin_tiny", "swin_tiny_patch4_window7_224")):
+        cfg = compose([f"+roadmap=baselines/{baseline}"])
+        assert (cfg.name, cfg.model.model_name, cfg.recipe.name, cfg.roadmap.step) == (baseline, model, "modern", None)
+
+
 def test_vit_baselines_follow_image_size():
     for name in ("deit_small", "swin_tiny"):
         cfg = compose([f"model={name}", "data.image_size=64", "data.num_classes=10"])

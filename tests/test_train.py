@@ -15,7 +15,8 @@ from hydra.utils import instantiate
 
 from roadmap import build_model
 from roadmap.module import Classifier
-from roadmap.train import train
+from roadmap import train as train_module
+from roadmap.train import resolve_precision, train
 
 from conftest import imagewoof_archive
 
@@ -72,6 +73,34 @@ def test_modern_recipe_wiring(tiny_cfg):
     assert module.mixup.label_smoothing == 0.1
     assert module.ema is None  # EMA off in the roadmap runs, as in the paper
     _check_no_decay_on_norms_and_biases(opt, 0.05)
+
+
+@pytest.mark.parametrize("scaling, factor", [("linear", 16 / 4096), ("sqrt", (16 / 4096) ** 0.5), ("none", 1.0)])
+def test_lr_scaling_rules(tiny_cfg, scaling, factor):
+    module = _fit_one_batch(tiny_cfg("+roadmap=step07_separate_downsampling", SMALL, f"recipe.lr_scaling={scaling}"))
+    assert module.trainer.optimizers[0].param_groups[0]["initial_lr"] == pytest.approx(4e-3 * factor)
+
+
+def test_bad_lr_scaling_is_one_line(tiny_cfg):
+    cfg = tiny_cfg("+roadmap=step07_separate_downsampling", SMALL, "recipe.lr_scaling=cubic")
+    with pytest.raises(ValueError, match=r"^recipe.lr_scaling='cubic' is invalid: allowed linear \| sqrt \| none$"):
+        Classifier(build_model(cfg), dict(cfg.recipe), cfg.data.num_classes)
+
+
+@pytest.mark.parametrize("gpu, native, precision", [(False, True, "bf16-mixed"), (False, False, "32-true"),
+                                                    (True, False, "bf16-mixed")])
+def test_precision_auto(tiny_cfg, monkeypatch, gpu, native, precision):
+    """auto: bf16 autocast wherever it is native (GPU, AVX512-BF16/AMX CPU), fp32 where it would be emulated."""
+    monkeypatch.setattr(train_module, "native_bf16_cpu", lambda: native)
+    monkeypatch.setattr(train_module, "_gpu_requested", lambda cfg: gpu)
+    assert resolve_precision(tiny_cfg("trainer.precision=auto")) == precision
+    assert resolve_precision(tiny_cfg("trainer.precision=32-true")) == "32-true"
+
+
+def test_precision_is_recorded(tiny_cfg):
+    cfg = tiny_cfg("+roadmap=step00_baseline", SMALL, "trainer.precision=bf16-mixed")
+    train(cfg)
+    assert _summary(cfg)["precision"] == "bf16-mixed" and _summary(cfg)["num_classes"] == 10
 
 
 def _check_no_decay_on_norms_and_biases(opt, wd):

@@ -2,5 +2,6 @@
 from roadmap.models.convert import from_timm_convnext, from_torchvision_resnet
 from roadmap.models.profile import profile
 from roadmap.models.roadmap_net import CHOICES, RoadmapNet
+from roadmap.models.vit import scaled_vit
 
-__all__ = ["CHOICES", "RoadmapNet", "from_timm_convnext", "from_torchvision_resnet", "profile"]
+__all__ = ["CHOICES", "RoadmapNet", "from_timm_convnext", "from_torchvision_resnet", "profile", "scaled_vit"]
