@@ -125,7 +125,9 @@ class Runner:
         model = model.to(self.device)
         if args.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=self.device.type == "cuda")
+        # as the training module: one kernel per op over all parameters (fused on CUDA, foreach elsewhere)
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4,
+                                           **{"fused" if self.device.type == "cuda" else "foreach": True})
         self.model = torch.compile(model) if args.compile else model
         self.x, self.y = x, y
         self.bf16 = args.precision == "bf16"

@@ -133,13 +133,11 @@ class Classifier(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         r = self.recipe
         lr = r["lr"] * LR_SCALING[r["lr_scaling"]](self.effective_batch_size() / r["base_batch_size"])
-        extra: dict[str, Any] = {}
-        if r["optimizer"] == "sgd":
-            extra["momentum"] = r["momentum"]
-        else:
-            extra["betas"] = tuple(r["betas"])
-            if self.device.type == "cuda":
-                extra["fused"] = True
+        extra: dict[str, Any] = ({"momentum": r["momentum"]} if r["momentum"] is not None
+                                 else {"betas": tuple(r["betas"])})
+        # one kernel per op over all parameters: fused on CUDA, foreach elsewhere (torch's CPU default is a
+        # Python loop over the tensors, ~10 % of a quarter-width model's step)
+        extra["fused" if self.device.type == "cuda" else "foreach"] = True
         # timm leaves norms and biases (1-D params) out of weight decay
         optimizer = create_optimizer_v2(self.model, opt=r["optimizer"], lr=lr,
                                         weight_decay=r["weight_decay"], **extra)

@@ -231,9 +231,9 @@ def plot_trajectory(table: pd.DataFrame, runs: pd.DataFrame, path: str | Path, t
             ax.axhline(first_baseline[0] - 0.5, color="gray", lw=0.8)
     left.set_yticks(y, labels)
     left.set_ylim(len(table) - 0.5, -0.5)  # step 00 on top
-    left.set_xlabel("paper ImageNet-1K top-1 (%); GMACs at 224 px")
-    right.set_xlabel(f"measured top-1, {metric} (%), mean ± 95 % CI over seeds; GMACs at {size or 'the run'} px"
-                     + (f"\n{context}" if context else ""))
+    left.set_xlabel("paper ImageNet-1K top-1 (%)\nGMACs at 224 px")
+    right.set_xlabel(f"measured top-1, {metric} (%): mean ± 95 % CI over seeds\n"
+                     f"GMACs at {size or 'the run'} px" + (f" — {context}" if context else ""))
     right.legend(loc="lower right", fontsize=7, frameon=False)
     fig.suptitle(title or DEFAULT_TITLE)
     fig.savefig(path, dpi=150)  # a bare Figure renders with Agg, no pyplot state

@@ -54,6 +54,7 @@ def test_classic_recipe_wiring(tiny_cfg):
     opt = module.trainer.optimizers[0]
     sched = module.trainer.lr_scheduler_configs[0].scheduler
     assert isinstance(opt, torch.optim.SGD) and opt.defaults["momentum"] == 0.9
+    assert opt.defaults["nesterov"] is False  # torchvision's recipe: classical momentum
     assert isinstance(sched, StepLRScheduler) and sched.decay_rate == 0.1
     assert opt.param_groups[0]["initial_lr"] == pytest.approx(0.1 * 16 / 256)  # lr per 256 images, batch 16
     assert module.mixup is None and isinstance(module.train_loss, torch.nn.CrossEntropyLoss)

@@ -1,0 +1,31 @@
+"""Committed results are data: each study's table regenerates from its committed run records (results/*/runs)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from roadmap.report import RECORD, export_runs, write_report
+
+from conftest import REPO
+
+STUDIES = sorted(p.parent for p in (REPO / "results").glob("*/runs"))
+
+
+@pytest.mark.parametrize("study", STUDIES, ids=[s.name for s in STUDIES])
+def test_committed_table_regenerates_from_committed_runs(study: Path, tmp_path: Path):
+    paths = write_report([study / "runs"], tmp_path)
+    pd.testing.assert_frame_equal(pd.read_csv(paths["csv"]), pd.read_csv(study / "trajectory.csv"))
+
+
+def test_export_keeps_the_record_and_nothing_else(tmp_path: Path):
+    run = tmp_path / "sweep" / "imagenette" / "step00_baseline" / "seed0"
+    for name in (*RECORD, "checkpoints/last.ckpt", "wandb/run.wandb", "run.log"):
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_text("{}")
+    (run / "superseded" / "20240101").mkdir(parents=True)
+    (run / "superseded" / "20240101" / "summary.json").write_text("{}")
+    assert export_runs([tmp_path / "sweep"], tmp_path / "runs") == 1
+    kept = sorted(str(p.relative_to(tmp_path / "runs")) for p in (tmp_path / "runs").rglob("*") if p.is_file())
+    assert kept == [f"imagenette/step00_baseline/seed0/{name}" for name in sorted(RECORD)]
