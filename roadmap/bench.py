@@ -83,7 +83,9 @@ def entries(args: argparse.Namespace) -> list[Entry]:
     out = []
     for step in args.steps.split(","):
         cfg = compose([f"+roadmap={step}", *common])
-        out.append(Entry(step, step, "ours", lambda size, cfg=cfg: build_model(cfg)))
+        # built at the size asked (a ViT baseline's patch grid follows data.image_size)
+        out.append(Entry(step, step, "ours", lambda size, step=step: build_model(
+            compose([f"+roadmap={step}", f"data.image_size={size}", *common]))))
         reference = reference_for(step, cfg, args.num_classes) if args.refs else None
         if reference is not None:
             out.append(Entry(step, reference[0], "reference", reference[1]))

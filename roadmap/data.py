@@ -15,13 +15,14 @@ import tarfile
 import tempfile
 import zlib
 from collections.abc import Mapping
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, Callable
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.fabric.utilities.seed import pl_worker_init_function
 from lightning.pytorch.utilities import rank_zero_only
 from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
@@ -324,6 +325,13 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def _niced_worker(worker_id: int, nice: int, rank: int) -> None:
+    """Seed the loader process as Lightning's seed_everything(workers=True) would, then lower its priority."""
+    if int(os.environ.get("PL_SEED_WORKERS", 0)):
+        pl_worker_init_function(worker_id, rank)
+    os.nice(nice)
+
+
 class ImageDataModule(L.LightningDataModule):
     """One datamodule for every dataset of the replays; `name` picks the source, the rest is shared.
 
@@ -340,6 +348,8 @@ class ImageDataModule(L.LightningDataModule):
         still come from more pixels than they keep.
     download: fetch the official archive (fast.ai, CIFAR) when it is absent.
     num_workers: loader processes, or "auto"; persistent_workers: keep them across epochs (default: yes).
+    worker_nice: added to the loader processes' niceness: on few cores they then use the training threads'
+        idle moments instead of preempting them in the middle of a parallel op.
     """
 
     def __init__(self, name: str = "synthetic", root: str | None = None, cache_dir: str = "~/.cache/roadmap",
@@ -348,7 +358,7 @@ class ImageDataModule(L.LightningDataModule):
                  augment: Mapping[str, Any] | None = None, crop_pct: float = 0.875, seed: int = 0,
                  train_size: int = 2000, val_size: int = 500, train_per_class: int | None = None,
                  val_per_class: int | None = None, bad_images: str = "fail", download: bool = False,
-                 decoded_cache: bool = False) -> None:
+                 decoded_cache: bool = False, worker_nice: int = 0) -> None:
         super().__init__()
         if name not in DATASETS:
             raise DataError(f"unknown data.name '{name}'; allowed: {', '.join(DATASETS)}")
@@ -361,10 +371,12 @@ class ImageDataModule(L.LightningDataModule):
             raise DataError(f"data.batch_size={batch_size}; expected a positive integer")
         if num_workers != "auto" and not (isinstance(num_workers, int) and num_workers >= 0):
             raise DataError(f"data.num_workers={num_workers!r} is invalid: allowed auto or an integer >= 0")
+        if not (isinstance(worker_nice, int) and 0 <= worker_nice <= 19):
+            raise DataError(f"data.worker_nice={worker_nice!r} is invalid: allowed an integer from 0 to 19")
         self.name, self.num_classes, self.image_size = name, num_classes, image_size
         self.root = Path(root).expanduser() if root is not None else None
         self.cache_dir = Path(cache_dir).expanduser()
-        self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
+        self.batch_size, self.num_workers, self.worker_nice, self.seed = batch_size, num_workers, worker_nice, seed
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.persistent_workers = persistent_workers is not False
         self.train_size, self.val_size = train_size, val_size
@@ -478,8 +490,10 @@ class ImageDataModule(L.LightningDataModule):
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
         workers = self.workers()
+        init = (partial(_niced_worker, nice=self.worker_nice, rank=self.trainer.global_rank if self.trainer else 0)
+                if self.worker_nice and workers else None)
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=train, drop_last=train,
-                          num_workers=workers, pin_memory=self.pin_memory,
+                          num_workers=workers, pin_memory=self.pin_memory, worker_init_fn=init,
                           persistent_workers=self.persistent_workers and workers > 0)
 
     def train_dataloader(self) -> DataLoader:

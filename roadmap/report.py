@@ -45,6 +45,7 @@ COLUMNS = ["row", "kind", "step", "variant", "paper_row", "n", "mean_top1", "std
 MARKDOWN = {"row": None, "n": None, "mean_top1": 2, "std_top1": 2, "ci95_top1": 2, "delta_prev": 2,
             "delta_prev_ci95": 2, "paper_top1": 2, "paper_delta": 2, "sign_agrees": None, "params_m": 2,
             "gmacs": 3, "gmacs_224": 2, "train_img_per_s": 0, "wall_s": 0, "status": None}
+EFFICIENCY = {"model_img_per_s": 0, "job_efficiency": 2}  # with a bench CSV (`add_efficiency`)
 DEFAULT_TITLE = "ResNet-50 → ConvNeXt-T roadmap: paper vs measured"
 
 
@@ -158,6 +159,16 @@ def trajectory_table(runs: pd.DataFrame, metric: str = "acc1") -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
+def add_efficiency(table: pd.DataFrame, bench_csv: str | Path) -> pd.DataFrame:
+    """Each row's job efficiency: its runs' train img/s (data loading, logging and all) over the model's own
+    train img/s in `python -m roadmap.bench --csv` at the same model, image size, batch and precision."""
+    bench = pd.read_csv(bench_csv)
+    ours = bench[bench["role"] == "ours"]
+    model = dict(zip(ours["model"].str.rsplit("/", n=1).str[-1], ours["train_img_s"]))  # baselines/deit_small
+    table = table.assign(model_img_per_s=table["row"].map(model))
+    return table.assign(job_efficiency=table["train_img_per_s"] / table["model_img_per_s"])
+
+
 # Overrides that set the budget (data, schedule length, hardware, a proxy's width), not the design a paper row
 # describes: a run with only these beyond its step still replays that row.
 BUDGET_OVERRIDE = re.compile(r"(data|trainer|paths|logger|callbacks|hydra)\.|(group|seed|model\.width_mult)=")
@@ -265,13 +276,17 @@ def _joined(values: pd.Series) -> str:
 
 
 def write_report(dirs: Sequence[str | Path], out: str | Path, metric: str = "acc1",
-                 title: str | None = None, to_wandb: bool = False) -> dict[str, Path]:
-    """Write trajectory.csv, trajectory.md and trajectory.png under `out` for the runs under `dirs`;
-    with `to_wandb`, also log the table and chart (see `log_to_wandb`) under the runs' group."""
+                 title: str | None = None, to_wandb: bool = False, bench: str | Path | None = None
+                 ) -> dict[str, Path]:
+    """Write trajectory.csv, trajectory.md and trajectory.png under `out` for the runs under `dirs`; with a
+    `bench` CSV, add each row's job efficiency; with `to_wandb`, also log the table and chart (see
+    `log_to_wandb`) under the runs' group."""
     runs = load_runs(dirs)
     if runs.empty:
         raise FileNotFoundError(f"no runs under {', '.join(map(str, dirs))}")
     table = trajectory_table(runs, metric)
+    if bench is not None:
+        table = add_efficiency(table, bench)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out / "trajectory.csv", "md": out / "trajectory.md", "png": out / "trajectory.png"}
@@ -285,7 +300,8 @@ def write_report(dirs: Sequence[str | Path], out: str | Path, metric: str = "acc
 
 
 def _markdown(table: pd.DataFrame, runs: pd.DataFrame, dirs: Sequence[str | Path], metric: str, title: str) -> str:
-    shown = table[list(MARKDOWN)].round({c: d for c, d in MARKDOWN.items() if d is not None})
+    columns = {**MARKDOWN, **{c: d for c, d in EFFICIENCY.items() if c in table}}
+    shown = table[list(columns)].round({c: d for c, d in columns.items() if d is not None})
     shown = shown.astype(object).where(shown.notna(), None)  # blank cells, not 'nan'
     bad = runs[runs["status"] != "finished"]
     failures = [f"- `{r.run_dir}` — {r.status}: {r.error if pd.notna(r.error) else 'no error recorded'}"
@@ -295,7 +311,8 @@ def _markdown(table: pd.DataFrame, runs: pd.DataFrame, dirs: Sequence[str | Path
         f"Read from: {', '.join(f'`{d}`' for d in dirs)}. Metric: `{metric}` (%), mean over finished seeds.", "",
         "`ci95_*`: half-width of the 95 % t-interval; `delta_prev`: change over the previous measured roadmap "
         "row, its interval paired by seed; `paper_delta`: the paper's change between the same rows; `gmacs` at "
-        "the run's image size, `gmacs_224` at 224 px.", "",
+        "the run's image size, `gmacs_224` at 224 px; `job_efficiency`: train img/s of the whole job over the "
+        "model's alone (`roadmap.bench`).", "",
         shown.to_markdown(index=False, missingval=""), "",
         "## Failed or unfinished runs", "",
         *(failures or ["None."]), "",
@@ -318,6 +335,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder for trajectory.{csv,md,png}")
     parser.add_argument("--metric", choices=("acc1", "acc1_best"), default="acc1")
     parser.add_argument("--title")
+    parser.add_argument("--bench", type=Path, metavar="CSV",
+                        help="a `python -m roadmap.bench --csv` of the same models, size, batch and precision: "
+                             "adds each row's job efficiency")
     parser.add_argument("--export-runs", type=Path, metavar="DIR",
                         help="first copy each run's summary.json and .hydra/ config here (e.g. results/<study>/runs), "
                              "and report from that copy")
@@ -328,7 +348,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.export_runs:
         print(f"copied {export_runs(dirs, args.export_runs)} run records to {args.export_runs}")
         dirs = [args.export_runs]
-    paths = write_report(dirs, args.out, args.metric, args.title, to_wandb=args.wandb)
+    paths = write_report(dirs, args.out, args.metric, args.title, to_wandb=args.wandb, bench=args.bench)
     print(paths["md"].read_text())
 
 

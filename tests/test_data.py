@@ -218,6 +218,22 @@ def test_decoded_cache_skips_or_names_a_bad_image(folder_with_truncated_jpeg: tu
     assert (lenient.num_train, lenient.num_val) == (6, 5)
 
 
+class Niceness(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> int:
+        return os.nice(0)   # the niceness of the process that loads the sample
+
+
+def test_worker_nice_lowers_the_loader_priority(tmp_path: Path) -> None:
+    dm = datamodule(name="folder", root=str(make_folder(tmp_path / "ok")), num_workers=1, worker_nice=5)
+    dm.setup("fit")
+    dm.train_set = Niceness()
+    assert next(iter(dm.train_dataloader())).tolist() == [os.nice(0) + 5] * 4
+    raises_data_error(lambda: datamodule(worker_nice=-1), "data.worker_nice=-1", "0 to 19")
+
+
 # --- archives --------------------------------------------------------------------------------------------------
 
 def test_archive_is_extracted_once_and_found_three_ways(tmp_path: Path) -> None:
