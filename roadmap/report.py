@@ -197,8 +197,8 @@ def _status_rank(item: tuple[str, int]) -> int:
     return STATUS_ORDER.index(item[0]) if item[0] in STATUS_ORDER else len(STATUS_ORDER)
 
 
-def plot_trajectory(table: pd.DataFrame, runs: pd.DataFrame, path: str | Path, title: str | None = None,
-                    metric: str = "acc1") -> Path:
+def trajectory_figure(table: pd.DataFrame, runs: pd.DataFrame, title: str | None = None,
+                      metric: str = "acc1") -> Figure:
     """Two panels sharing the rows (step 00 on top, the ViT baselines below a rule): the paper's ImageNet-1K
     top-1, its roadmap points joined in order, and ours: every seed a small dot, the mean with its 95 % CI.
 
@@ -247,7 +247,13 @@ def plot_trajectory(table: pd.DataFrame, runs: pd.DataFrame, path: str | Path, t
                      f"GMACs at {size or 'the run'} px" + (f" — {context}" if context else ""))
     right.legend(loc="lower right", fontsize=7, frameon=False)
     fig.suptitle(title or DEFAULT_TITLE)
-    fig.savefig(path, dpi=150)  # a bare Figure renders with Agg, no pyplot state
+    return fig
+
+
+def plot_trajectory(table: pd.DataFrame, runs: pd.DataFrame, path: str | Path, title: str | None = None,
+                    metric: str = "acc1") -> Path:
+    """`trajectory_figure` saved to `path` (a bare Figure renders with Agg, no pyplot state)."""
+    trajectory_figure(table, runs, title, metric).savefig(path, dpi=150)
     return Path(path)
 
 
@@ -311,8 +317,9 @@ def _markdown(table: pd.DataFrame, runs: pd.DataFrame, dirs: Sequence[str | Path
         f"Read from: {', '.join(f'`{d}`' for d in dirs)}. Metric: `{metric}` (%), mean over finished seeds.", "",
         "`ci95_*`: half-width of the 95 % t-interval; `delta_prev`: change over the previous measured roadmap "
         "row, its interval paired by seed; `paper_delta`: the paper's change between the same rows; `gmacs` at "
-        "the run's image size, `gmacs_224` at 224 px; `job_efficiency`: train img/s of the whole job over the "
-        "model's alone (`roadmap.bench`).", "",
+        "the run's image size, `gmacs_224` at 224 px." + (
+            " `job_efficiency`: train img/s of the whole job over the model's alone (`roadmap.bench`)."
+            if "job_efficiency" in table else ""), "",
         shown.to_markdown(index=False, missingval=""), "",
         "## Failed or unfinished runs", "",
         *(failures or ["None."]), "",

@@ -145,6 +145,13 @@ def test_vit_width_mult_scales_heads_with_width():
         build_model(compose(["model=deit_small", "model.width_mult=0"]))
 
 
+@pytest.mark.parametrize("baseline", ["deit_small", "swin_tiny"])
+def test_vit_baselines_run_at_the_smoke_budget(baseline):
+    """The smallest budget (32 px, width x 0.25) still gives each baseline a token grid it can attend over."""
+    cfg = compose(["+experiment=trajectory", "+budget=smoke", f"+roadmap=baselines/{baseline}"])
+    assert build_model(cfg)(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
 def test_baseline_overlays_name_their_runs():
     for baseline, model in (("deit_small", "deit_small_patch16_224"), ("swin_tiny", "swin_tiny_patch4_window7_224")):
         cfg = compose([f"+roadmap=baselines/{baseline}"])

@@ -229,3 +229,20 @@ def test_design_overrides_drop_the_budget():
     from roadmap.report import _design_overrides
     variant = "data.image_size=32,model.kernel_size=9,model.width_mult=0.25,model.depths=[3,3,9,3],trainer.max_epochs=1"
     assert _design_overrides(variant) == ["model.kernel_size=9", "model.depths=[3,3,9,3]"]
+
+
+def test_chart_shows_seeds_chance_and_the_papers_trajectory(sweeps):
+    """Every finished seed is a dot on the measured panel, chance is a line there, and the paper's roadmap points
+    are joined in table order on the other; baselines are rows of both panels."""
+    from roadmap.report import trajectory_figure
+    runs = load_runs(sweeps).assign(num_classes=10)
+    table = trajectory_table(runs)
+    paper_panel, ours = trajectory_figure(table, runs).axes
+    dots = np.concatenate([c.get_offsets() for c in ours.collections if c.get_label() == "one seed"])
+    finished = runs[(runs["status"] == "finished") & runs["acc1"].notna()]
+    assert sorted(dots[:, 0]) == sorted(finished["acc1"])
+    assert any(list(line.get_xdata()) == [10.0, 10.0] for line in ours.lines)   # chance: 100 / 10 classes
+    roadmap_rows = table[table["kind"] == "roadmap"]
+    joined = [line for line in paper_panel.lines if line.get_linestyle() == "-"]
+    assert joined and list(joined[0].get_xdata()) == list(roadmap_rows["paper_top1"])
+    assert "DeiT-S" in [t.get_text() for t in paper_panel.get_yticklabels()]
