@@ -193,8 +193,8 @@ def train(cfg: DictConfig) -> float:
         "status": "failed", "error": None, "name": cfg.name, "step": cfg.roadmap.step,
         "step_name": cfg.roadmap.name, "variant": _variant(), "paper_top1": cfg.roadmap.paper_top1,
         "paper_gmacs": cfg.roadmap.paper_gmacs, "group": cfg.group, "recipe": cfg.recipe.name,
-        "data": cfg.data.name, "num_classes": cfg.data.num_classes, "image_size": cfg.data.image_size, "epochs": cfg.trainer.max_epochs,
-        "precision": resolve_precision(cfg),
+        "data": cfg.data.name, "num_classes": cfg.data.num_classes, "image_size": cfg.data.image_size,
+        "epochs": cfg.trainer.max_epochs, "precision": resolve_precision(cfg),
         "seed": cfg.seed, "git_commit": git_commit(), "run_dir": str(run_dir.resolve()),
     }
     try:

@@ -17,11 +17,11 @@ from PIL import Image
 from timm.data.auto_augment import RandAugment
 from timm.data.random_erasing import RandomErasing
 
-import roadmap.data
+import roadmap.data.datamodule
 from roadmap.config import compose
 from roadmap.data import DataError, ImageDataModule, build_transforms, synthesize
 
-from conftest import CLASSES, make_folder
+from conftest import make_folder
 
 def make_archive(folder: Path, archive: Path, stem: str = "imagewoof2-160") -> Path:
     with tarfile.open(archive, "w:gz") as tar:
@@ -128,7 +128,7 @@ def test_bad_arguments() -> None:
 @pytest.mark.parametrize("cores,procs,workers", [(2, 1, 1), (1, 1, 0), (16, 1, 15), (16, 2, 7), (128, 1, 16)])
 def test_auto_workers_leave_each_training_process_a_core(monkeypatch: pytest.MonkeyPatch, cores: int, procs: int,
                                                          workers: int) -> None:
-    monkeypatch.setattr(roadmap.data, "usable_cores", lambda: cores)
+    monkeypatch.setattr(roadmap.data.datamodule, "usable_cores", lambda: cores)
     dm = datamodule(num_workers="auto", train_size=8, val_size=8)
     monkeypatch.setattr(dm, "trainer", SimpleNamespace(num_devices=procs))
     dm.setup("fit")
@@ -267,7 +267,7 @@ def test_download_when_allowed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         fetched.append(url)
         (Path(root) / filename).write_bytes(source.read_bytes())
 
-    monkeypatch.setattr("roadmap.data.download_url", fake_download)
+    monkeypatch.setattr("roadmap.data.archives.download_url", fake_download)
     data, cache = tmp_path / "data", tmp_path / "cache"
     data.mkdir()
     dm = datamodule(name="imagewoof", root=str(data), cache_dir=str(cache), download=True)
@@ -278,7 +278,7 @@ def test_download_when_allowed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     def offline(url: str, root: str, filename: str) -> None:
         raise OSError("network is unreachable")
 
-    monkeypatch.setattr("roadmap.data.download_url", offline)
+    monkeypatch.setattr("roadmap.data.archives.download_url", offline)
     raises_data_error(lambda: datamodule(name="imagenette", root=str(data), cache_dir=str(cache),
                                          download=True).prepare_data(), "imagenette2-160.tgz", "unreachable")
 
