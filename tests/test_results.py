@@ -20,18 +20,6 @@ def test_committed_table_regenerates_from_committed_runs(study: Path, tmp_path: 
     pd.testing.assert_frame_equal(pd.read_csv(paths["csv"]), pd.read_csv(study / "trajectory.csv"))
 
 
-def test_job_efficiency_joins_the_bench_by_row(tmp_path: Path):
-    from test_report import write_run
-    write_run(tmp_path / "s", "step00_baseline", 0, 50.0)                        # 500 img/s in the job
-    write_run(tmp_path / "s", "deit_small", 0, 40.0, step=None, model="deit_small_patch16_224")
-    pd.DataFrame({"model": ["step00_baseline", "baselines/deit_small", "torchvision resnet50"],
-                  "role": ["ours", "ours", "reference"], "train_img_s": [625.0, 1000.0, 1.0]}
-                 ).to_csv(tmp_path / "bench.csv", index=False)
-    table = pd.read_csv(write_report([tmp_path / "s"], tmp_path / "r", bench=tmp_path / "bench.csv")["csv"])
-    assert table.set_index("row")["job_efficiency"].to_dict() == pytest.approx({"step00_baseline": 0.8,
-                                                                                "deit_small": 0.5})
-
-
 def test_export_keeps_the_record_and_nothing_else(tmp_path: Path):
     run = tmp_path / "sweep" / "imagenette" / "step00_baseline" / "seed0"
     for name in (*RECORD, "checkpoints/last.ckpt", "wandb/run.wandb", "run.log"):
