@@ -207,6 +207,17 @@ def test_decoded_cache_serves_the_same_val_images(tmp_path: Path, monkeypatch: p
     assert again.num_train == 6
 
 
+def test_decoded_cache_follows_a_changed_folder(tmp_path: Path) -> None:
+    folder, cache = make_folder(tmp_path / "ok", per_class=4), tmp_path / "cache"
+    first = datamodule(name="folder", root=str(folder), decoded_cache=True, cache_dir=str(cache))
+    first.setup("fit")
+    Image.new("RGB", (40, 40)).save(folder / "train" / "ant" / "new.JPEG")
+    second = datamodule(name="folder", root=str(folder), decoded_cache=True, cache_dir=str(cache))
+    second.setup("fit")
+    assert (first.num_train, second.num_train) == (12, 13)
+    assert len(list((cache / "decoded").glob("ok-train-*.npz"))) == 2
+
+
 def test_decoded_cache_skips_or_names_a_bad_image(folder_with_truncated_jpeg: tuple[Path, Path],
                                                   tmp_path: Path) -> None:
     folder, bad = folder_with_truncated_jpeg

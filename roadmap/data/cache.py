@@ -27,15 +27,16 @@ class DecodedImages(Dataset):
     served from memory to the same transforms as PIL images (`data.decoded_cache=true`).
 
     For small datasets on few cores: JPEG decoding of the source images otherwise runs every epoch in loader
-    processes that compete with the model for the cores. The cache file is keyed by folder, split, side and
-    interpolation, and is written to a temporary file then renamed, so concurrent runs share it safely.
+    processes that compete with the model for the cores. The cache file is keyed by the folder and its file list,
+    the side and the interpolation (a changed folder gets a new file), and is written to a temporary file then
+    renamed, so concurrent runs share it safely.
     """
 
     def __init__(self, folder: ImageFolder, side: int, interpolation: str, cache_dir: Path, transform: Callable,
                  skip_bad: bool = False) -> None:
         self.classes, self.transform = folder.classes, transform
         root = Path(folder.root).resolve()
-        key = hashlib.sha1(str(root).encode()).hexdigest()[:8]
+        key = hashlib.sha1("\n".join([str(root), *(file for file, _ in folder.samples)]).encode()).hexdigest()[:8]
         path = cache_dir / "decoded" / f"{root.parent.name}-{root.name}-{key}-{side}px-{interpolation}.npz"
         if not path.is_file():
             self._build(folder, side, interpolation, path, skip_bad)
@@ -64,6 +65,7 @@ class DecodedImages(Dataset):
             with os.fdopen(fd, "wb") as f:
                 np.savez(f, pixels=np.concatenate([a.reshape(-1) for a in arrays]),
                          shapes=np.array([a.shape for a in arrays], dtype=np.int64), targets=np.array(targets))
+            os.chmod(tmp, 0o644)   # mkstemp's 0600 would keep other users of a shared cache out
             os.replace(tmp, path)
         except BaseException:
             os.unlink(tmp)
