@@ -357,6 +357,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         dirs = [args.export_runs]
     paths = write_report(dirs, args.out, args.metric, args.title, to_wandb=args.wandb, bench=args.bench)
     print(paths["md"].read_text())
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
 if __name__ == "__main__":

@@ -249,7 +249,15 @@ def train(cfg: DictConfig) -> float:
         summary["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         if rank_zero_only.rank == 0:
             write_json_atomic(summary_path, summary)
+            log.info(closing_line(summary, run_dir))
         _finish_wandb()
+
+
+def closing_line(summary: dict[str, Any], run_dir: Path) -> str:
+    """What a run ends by saying: its status, top-1 when it finished, and where everything it wrote lies."""
+    result = (f", top-1 {summary['acc1']:.2f} % (best {summary['acc1_best']:.2f})"
+              if summary["status"] == "finished" and summary.get("acc1") is not None else "")
+    return f"{summary['name']} seed {summary['seed']}: {summary['status']}{result}; results in {run_dir}"
 
 
 def _variant() -> str:

@@ -184,6 +184,8 @@ def test_cli(sweeps, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "step00_baseline" in done.stdout
     assert {p.name for p in out.iterdir()} == {"trajectory.csv", "trajectory.md", "trajectory.png"}
+    written = ", ".join(str(out / f"trajectory.{x}") for x in ("csv", "md", "png"))
+    assert done.stdout.splitlines()[-1] == f"wrote {written}"
 
 
 def test_wandb_offline_run(sweeps, report, tmp_path, monkeypatch):

@@ -27,10 +27,13 @@ def _summary(cfg) -> dict:
 
 
 @pytest.mark.parametrize("step", ["step00_baseline", "step05_kernel7", "step07_separate_downsampling"])
-def test_steps_train_end_to_end(tiny_cfg, step):
+def test_steps_train_end_to_end(tiny_cfg, step, caplog):
     cfg = tiny_cfg(f"+roadmap={step}", SMALL)
-    best = train(cfg)
+    with caplog.at_level("INFO", logger="roadmap"):
+        best = train(cfg)
     s = _summary(cfg)
+    assert caplog.messages[-1] == (f"{step} seed 0: finished, top-1 {s['acc1']:.2f} % (best {s['acc1_best']:.2f}); "
+                                   f"results in {cfg.paths.output_dir}")
     assert s["status"] == "finished" and s["error"] is None
     assert s["step"] == step and s["name"] == step and s["paper_top1"] == cfg.roadmap.paper_top1
     assert s["recipe"] == ("classic" if step == "step00_baseline" else "modern")
