@@ -13,9 +13,11 @@ from roadmap.config import CONF_DIR, register_resolvers
 from conftest import REPO, TINY
 
 # lr 0 on a LayerNorm model: weights cannot drift, so validation compares the cross-rank metric reduction
-# (torchmetrics sync, sync_dist losses) with a single process on the same 64 validation images.
+# (torchmetrics sync, sync_dist losses) with a single process on the same 64 validation images. fp32: under bf16
+# (precision=auto on a CPU with native bf16) a logit depends on how the batch is split, and one borderline image
+# of 64 flipped in top-5, which says nothing about the reduction.
 RUN = [*TINY, "+roadmap=step07_separate_downsampling", "model.width_mult=0.25", "recipe.lr=0", "logger=csv",
-       "trainer.limit_val_batches=null", "data.val_size=64", "data.batch_size=8"]
+       "trainer.limit_val_batches=null", "data.val_size=64", "data.batch_size=8", "trainer.precision=32-true"]
 
 
 def _run(log_dir, *extra):
