@@ -14,12 +14,13 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.data.auto_augment import RandAugment
-from timm.data.random_erasing import RandomErasing
+from torchvision.transforms import Normalize
 
 import roadmap.data.datamodule
 from roadmap.config import compose
-from roadmap.data import DataError, ImageDataModule, build_transforms, synthesize
+from roadmap.data import BatchNormalize, DataError, ImageDataModule, build_transforms, synthesize
 
 from conftest import make_folder
 
@@ -99,17 +100,34 @@ def test_classic_and_modern_transforms() -> None:
         kinds[recipe] = {type(t).__name__ for t in train.transforms}, train, val
     classic, modern = kinds["classic"][1], kinds["modern"][1]
     assert {"RandomResizedCropAndInterpolation", "RandomHorizontalFlip"} <= kinds["classic"][0]
-    assert not any(isinstance(t, (RandAugment, RandomErasing)) for t in classic.transforms)
+    assert not any(isinstance(t, RandAugment) for t in classic.transforms)
     assert "ColorJitter" not in kinds["classic"][0]
     assert any(isinstance(t, RandAugment) for t in modern.transforms)
-    assert any(isinstance(t, RandomErasing) for t in modern.transforms)
     assert "bicubic" in repr(modern) and "bicubic" not in repr(classic)
 
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (80, 100, 3), dtype=np.uint8))
-    for _, _, val in kinds.values():
+    for _, train, val in kinds.values():
         out = val(image)
-        assert out.shape == (3, 64, 64) and torch.equal(out, val(image))   # deterministic resize + centre crop
+        assert out.shape == (3, 64, 64) and out.dtype == torch.uint8   # normalised per batch, not per image
+        assert torch.equal(out, val(image))   # deterministic resize + centre crop
+        assert train(image).dtype == torch.uint8
     raises_data_error(lambda: build_transforms(64, {"reprob": 0.25}), "reprob", "re_prob")
+    raises_data_error(lambda: build_transforms(64, {"re_mode": "noise"}), "data.augment.re_mode", "pixel")
+
+
+def test_batch_normalize_matches_timm_and_erases_only_in_training() -> None:
+    """A uint8 batch comes out as timm's ToTensor + Normalize would make each image; the modern recipe's random
+    erasing (the ConvNeXt code's pixel mode, one region) touches training batches only."""
+    x = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    per_image = Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)   # after ToTensor's / 255
+    expected = torch.stack([per_image(image.float() / 255) for image in x])
+    modern = BatchNormalize(augment("modern"))
+    assert torch.allclose(modern(x, train=False), expected, atol=1e-5)
+    torch.manual_seed(0)
+    trained = modern(x, train=True)
+    erased = [not torch.allclose(a, b, atol=1e-5) for a, b in zip(trained, expected)]
+    assert 4 <= sum(erased) <= 30   # p = 0.25 of 64 images
+    assert torch.allclose(BatchNormalize(augment("classic"))(x, train=True), expected, atol=1e-5)
 
 
 # --- bad configuration -----------------------------------------------------------------------------------------
@@ -195,7 +213,7 @@ def test_decoded_cache_serves_the_same_val_images(tmp_path: Path, monkeypatch: p
     for (x, y), (x_cached, y_cached) in zip(plain.val_dataloader(), cached.val_dataloader()):
         assert torch.equal(x, x_cached) and torch.equal(y, y_cached)
     x, y = next(iter(cached.train_dataloader()))
-    assert x.shape == (4, 3, 32, 32) and x.std() > 0
+    assert x.shape == (4, 3, 32, 32) and x.float().std() > 0
     # val at timm's resize size, floor(32 / 0.875) = 36 (its Resize is then a no-op); train at 2 x 32 (the 40-px
     # originals are kept as they are)
     assert sorted(p.name.split("-")[-2] for p in (cache / "decoded").iterdir()) == ["36px", "64px"]
@@ -384,7 +402,9 @@ def test_imagewoof_batch(imagewoof_dir: tuple[str, str]) -> None:
     assert (dm.num_train, dm.num_val) == (20, 10)
     assert dm.data_dir == Path(cache) / "imagewoof2-160" and "imagewoof: 20 train / 10 val" in dm.describe()
     x, y = next(iter(dm.train_dataloader()))
-    assert x.shape == (8, 3, 64, 64) and x.dtype == torch.float32
+    assert x.shape == (8, 3, 64, 64) and x.dtype == torch.uint8   # normalised per batch, on the device
+    x, y = dm.on_after_batch_transfer((x, y), 0)
+    assert x.dtype == torch.float32 and -3 < x.mean() < 3
     assert y.min() >= 0 and y.max() < 10
     x_val, y_val = next(iter(dm.val_dataloader()))
     assert x_val.shape == (8, 3, 64, 64)

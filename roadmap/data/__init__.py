@@ -7,8 +7,8 @@ from roadmap.data.datamodule import DATASETS, ImageDataModule, usable_cores
 from roadmap.data.errors import BadImageError, DataError
 from roadmap.data.folders import SkipBadImages, image_folder, load_rgb, stratified_subset
 from roadmap.data.synthetic import SyntheticShapes, synthesize
-from roadmap.data.transforms import CLASSIC_AUGMENT, build_transforms
+from roadmap.data.transforms import CLASSIC_AUGMENT, BatchNormalize, build_transforms
 
-__all__ = ["BadImageError", "CLASSIC_AUGMENT", "DATASETS", "DataError", "DecodedImages", "FASTAI_ARCHIVES",
+__all__ = ["BadImageError", "BatchNormalize", "CLASSIC_AUGMENT", "DATASETS", "DataError", "DecodedImages", "FASTAI_ARCHIVES",
            "ImageDataModule", "SkipBadImages", "SyntheticShapes", "build_transforms", "extract_once",
            "fastai_folder", "image_folder", "load_rgb", "stratified_subset", "synthesize", "usable_cores"]

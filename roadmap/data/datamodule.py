@@ -21,7 +21,7 @@ from roadmap.data.cache import DecodedImages
 from roadmap.data.errors import DataError
 from roadmap.data.folders import FOLDER_LAYOUT, SkipBadImages, check_root, image_folder, stratified_subset
 from roadmap.data.synthetic import SyntheticShapes
-from roadmap.data.transforms import CLASSIC_AUGMENT, build_transforms
+from roadmap.data.transforms import CLASSIC_AUGMENT, BatchNormalize, build_transforms
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,7 @@ class ImageDataModule(L.LightningDataModule):
         self.interpolation = (augment or {}).get("interpolation", CLASSIC_AUGMENT["interpolation"])
         self.crop_pct = crop_pct
         self.train_transform, self.val_transform = build_transforms(image_size, augment, crop_pct)
+        self.normalize = BatchNormalize(augment)
         self.data_dir: Path | None = None
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
@@ -207,6 +208,13 @@ class ImageDataModule(L.LightningDataModule):
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=train, drop_last=train,
                           num_workers=workers, pin_memory=self.pin_memory, worker_init_fn=init,
                           persistent_workers=self.persistent_workers and workers > 0)
+
+    def on_after_batch_transfer(self, batch: tuple[torch.Tensor, torch.Tensor],
+                                dataloader_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loaders yield uint8 images; normalise (and, in training, randomly erase) them per batch on the
+        device. On 2 cores this took the step-07 job from 372 to ... img/s."""
+        x, y = batch
+        return self.normalize(x, train=self.trainer is not None and self.trainer.training), y
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self._sets()[0], train=True)
