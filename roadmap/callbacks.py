@@ -1,9 +1,12 @@
-"""Callbacks Lightning does not ship: exact resume of random state, and plain progress lines for log files."""
+"""Callbacks Lightning does not ship: exact resume of random state, a checkpoint on preemption, and plain
+progress lines for log files."""
 from __future__ import annotations
 
 import random
+import signal
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -67,3 +70,49 @@ class LineProgress(L.Callback):
             m = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
             print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} " +
                   " ".join(f"{k} {v:.3f}" for k, v in sorted(m.items())), file=sys.stdout, flush=True)
+
+
+class Preempted(SystemExit):
+    """A preemption signal stopped the run after its checkpoint was written. A SystemExit, like Lightning's own
+    SIGTERMException: it ends the whole command (a sweep's other jobs do not start on a node being taken away)."""
+
+
+class Preemption(L.Callback):
+    """On SIGTERM (what SLURM sends at preemption and at the time limit) or SIGUSR1 (its `--signal` warning):
+    finish the current step, write `last_path` even mid-epoch, and stop with `Preempted`, which the run records
+    as interrupted. Lightning alone would carry on to the end of the epoch and lose everything since its start."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self, last_path: Path | None) -> None:
+        self.last_path = last_path   # None: checkpoint=none, stop without one
+        self.received: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.received = signal.Signals(signum).name
+        previous = self._previous.get(signum)
+        if callable(previous):   # Lightning's own SIGTERM bookkeeping (and DDP's broadcast) still runs
+            previous(signum, frame)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # after Lightning has installed its handlers (at the start of Trainer._run), so ours wraps them
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.getsignal(sig)
+            signal.signal(sig, self._handler)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        # between two steps, so the checkpoint counts only completed ones
+        if self.received is None:
+            return
+        where = "no checkpoint (checkpoint=none)"
+        if self.last_path is not None:
+            trainer.save_checkpoint(self.last_path)
+            where = f"checkpoint written to {self.last_path}; rerun the same command to resume"
+        raise Preempted(f"{self.received} at epoch {trainer.current_epoch + 1}, step {trainer.global_step}: {where}")
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
+        self._previous = {}

@@ -1,9 +1,7 @@
 """Hydra composition over the repo's conf/ and the resolvers its YAML uses."""
 from __future__ import annotations
 
-import hashlib
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,6 +10,8 @@ from hydra import initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from roadmap.runs import checkpoint_dir, run_subdir
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
 
@@ -19,17 +19,6 @@ CONF_DIR = ROOT / "conf"
 def _run_label(step: str | None, model_choice: str) -> str:
     """A run is named after its roadmap step, else after its model config (e.g. deit_small)."""
     return step or model_choice
-
-
-def _run_variant(override_dirname: str, max_len: int = 120) -> str:
-    """Overrides that change what is trained, as a path-safe suffix of the run directory ('' if none).
-    A long list keeps a readable prefix and a hash of the whole, so the name stays unique and < 255 bytes."""
-    if not override_dirname:
-        return ""
-    safe = re.sub(r"[/\\\s]+", "_", override_dirname)
-    if len(safe) > max_len:
-        safe = f"{safe[:max_len - 13]}...{hashlib.sha1(safe.encode()).hexdigest()[:10]}"
-    return "," + safe
 
 
 def _swin_window(image_size: int) -> int:
@@ -42,8 +31,9 @@ def _wandb_offline() -> bool:
 
 
 def register_resolvers() -> None:
-    for name, fn in {"roadmap_root": lambda: str(ROOT), "run_label": _run_label, "run_variant": _run_variant,
-                     "swin_window": _swin_window, "wandb_offline": _wandb_offline}.items():
+    for name, fn in {"roadmap_root": lambda: str(ROOT), "run_label": _run_label, "run_subdir": run_subdir,
+                     "checkpoint_dir": checkpoint_dir, "swin_window": _swin_window,
+                     "wandb_offline": _wandb_offline}.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
 

@@ -31,10 +31,10 @@ class Classifier(L.LightningModule):
     """Trains `model` with `recipe`: loss, mixup/cutmix, optimizer, per-step schedule, EMA, top-1/top-5."""
 
     def __init__(self, model: nn.Module, recipe: Mapping[str, Any], num_classes: int,
-                 channels_last: bool = False, model_config: Mapping[str, Any] | None = None):
+                 channels_last: bool = False, record: Mapping[str, Any] | None = None):
         super().__init__()
         self.model = model
-        self.model_config = dict(model_config or {})
+        self.record = dict(record or {})   # what the run is (fingerprint, config), stored in every checkpoint
         self.recipe = dict(recipe)
         self.channels_last = channels_last
         r = self.recipe
@@ -121,8 +121,8 @@ class Classifier(L.LightningModule):
         self.log("val/acc1_best", self.best_acc1, prog_bar=True)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # plain types only: lets train.py refuse a checkpoint of another model, loading weights_only=True
-        checkpoint["roadmap"] = {"model": self.model_config}
+        # plain types only: lets train.py refuse a checkpoint of another run, loading weights_only=True
+        checkpoint["roadmap"] = self.record
 
     # -- optimisation -----------------------------------------------------------------------------
     def effective_batch_size(self) -> int:

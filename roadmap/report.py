@@ -9,7 +9,6 @@ interval paired by seed, and whether its sign agrees with the paper's change.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -25,15 +24,8 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 from roadmap import paper
+from roadmap.runs import BUDGET_OVERRIDE, RECORD, SCHEMA, Summary, parse_run_dir, run_dirs, split_overrides
 
-SUMMARY = "summary.json"
-RECORD = (SUMMARY, ".hydra/config.yaml", ".hydra/overrides.yaml")  # what a committed run keeps (results/*/runs)
-RUN_MARKERS = (".hydra", "checkpoints")  # a run directory has these from its start, summary.json only at its end
-SUPERSEDED = "superseded"  # where train(force=true) moves a run's old summary and checkpoints
-SCHEMA = ["status", "error", "name", "step", "step_name", "variant", "paper_top1", "paper_gmacs", "group", "model",
-          "params", "gmacs", "gmacs_224", "data", "num_classes", "image_size", "epochs", "precision", "seed", "recipe",
-          "acc1", "acc5", "acc1_best", "acc5_best", "acc1_ema", "val_loss", "train_img_per_s", "wall_s", "git_commit",
-          "run_dir", "finished_at"]
 STATUS_ORDER = ("finished", "failed", "interrupted", "unfinished")
 KINDS = ("roadmap", "variant", "baseline")  # table order: the paper's rows, other variants of its steps, baselines
 # The paper's kernel sweep (its rows step05_kernel5/9/11) is step05_kernel7 trained with this override.
@@ -61,11 +53,9 @@ def load_runs(dirs: Sequence[str | Path]) -> pd.DataFrame:
     for root in map(Path, dirs):
         if not root.is_dir():
             raise FileNotFoundError(f"no such directory: {root}")
-        records += [{**json.loads(p.read_text()), "run_dir": str(p.parent.resolve())}
-                    for p in sorted(root.rglob(SUMMARY)) if SUPERSEDED not in p.relative_to(root).parts]
-        started = sorted({p.parent for marker in RUN_MARKERS for p in root.rglob(marker)
-                          if p.is_dir() and SUPERSEDED not in p.relative_to(root).parts})
-        records += [_unfinished(d, steps) for d in started if not (d / SUMMARY).exists()]
+        summaries, started = run_dirs(root)
+        records += [{**Summary.read(p).row(), "run_dir": str(p.parent.resolve())} for p in summaries]
+        records += [_unfinished(d, steps) for d in started]
     runs = pd.DataFrame(records)
     runs = runs.reindex(columns=list(dict.fromkeys([*SCHEMA, *runs.columns])))
     runs = runs.astype({"seed": "Int64", "image_size": "Int64", "epochs": "Int64"})
@@ -77,10 +67,8 @@ def export_runs(dirs: Sequence[str | Path], dest: str | Path) -> int:
     `dest`, at its path below its sweep directory, so `dest` reads like a sweep; returns the runs copied."""
     copied = 0
     for root in map(Path, dirs):
-        for summary in sorted(root.rglob(SUMMARY)):
+        for summary in run_dirs(root)[0]:
             rel = summary.parent.relative_to(root)
-            if SUPERSEDED in rel.parts:
-                continue
             for name in RECORD:
                 if (summary.parent / name).is_file():
                     (Path(dest) / rel / name).parent.mkdir(parents=True, exist_ok=True)
@@ -90,12 +78,9 @@ def export_runs(dirs: Sequence[str | Path], dest: str | Path) -> int:
 
 
 def _unfinished(run_dir: Path, steps: set[str]) -> dict:
-    name, _, variant = run_dir.parent.name.partition(",")
-    seed = re.fullmatch(r"seed(\d+)", run_dir.name)
-    return {"status": "unfinished", "error": "no summary.json: still running, or killed", "name": name,
-            "step": name if name in steps else None, "variant": variant, "group": run_dir.parent.parent.parent.name,
-            "data": run_dir.parent.parent.name, "seed": int(seed[1]) if seed else None,
-            "run_dir": str(run_dir.resolve())}
+    where = parse_run_dir(run_dir)
+    return {**where, "status": "unfinished", "error": "no summary.json: still running, or killed",
+            "step": where["name"] if where["name"] in steps else None, "run_dir": str(run_dir.resolve())}
 
 
 def ci95(values: pd.Series) -> float:
@@ -169,14 +154,9 @@ def add_efficiency(table: pd.DataFrame, bench_csv: str | Path) -> pd.DataFrame:
     return table.assign(job_efficiency=table["train_img_per_s"] / table["model_img_per_s"])
 
 
-# Overrides that set the budget (data, schedule length, hardware, a proxy's width), not the design a paper row
-# describes: a run with only these beyond its step still replays that row.
-BUDGET_OVERRIDE = re.compile(r"(data|trainer|paths|logger|callbacks|hydra)\.|(group|seed|model\.width_mult)=")
-
-
 def _design_overrides(variant: str) -> list[str]:
     """The overrides of a run that change the design (commas inside [...] lists do not split)."""
-    return [o for o in re.split(r",(?![^\[]*\])", variant) if o and not BUDGET_OVERRIDE.match(o)]
+    return [o for o in split_overrides(variant) if not BUDGET_OVERRIDE.match(o)]
 
 
 def _paper_step(step: str | None, variant: str) -> str | None:

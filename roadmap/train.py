@@ -1,20 +1,18 @@
-"""train(cfg): one roadmap job — instantiate, fit (resuming if possible), write summary.json.
+"""train(cfg): one roadmap job — instantiate, fit (resuming if possible), write its summary.
 
-A run directory holds everything of one job: .hydra/ (config), checkpoints/{last,best}.ckpt, the logger's
-files and, once the job ends, summary.json (status finished | failed | interrupted). Rerunning the same
-command finds the same directory: a finished run is skipped, an unfinished one resumes from last.ckpt.
+A run directory (its layout and files: `roadmap.runs`) holds everything of one job. Rerunning the same command
+finds the same directory: a finished run of the same configuration is skipped, an unfinished one resumes from
+its last checkpoint, and a run of another configuration there is refused with the keys that differ.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import datetime, timezone
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +25,18 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from roadmap import build_model
-from roadmap.callbacks import LineProgress
+from roadmap.callbacks import LineProgress, Preemption
+from roadmap.checkpoints import POLICIES, AtomicCheckpointIO, keep_after_finish, load_weights_only, readable_last
 from roadmap.config import ROOT
+from roadmap.console import console_to, quiet
 from roadmap.data import usable_cores
 from roadmap.models import profile
 from roadmap.module import Classifier
+from roadmap.runs import (CHECKPOINTS, LAST, RUN_LOG, SUMMARY, WANDB_ID, RunInUseError, Summary, archive_previous,
+                          config_diff, fingerprint, flat_config, record_launch, run_lock, save_config,
+                          variant_overrides)
 
 log = logging.getLogger("roadmap")
-FAILURES: list[str] = []  # one line per failed job of this process (run.py turns them into the exit code)
 
 
 MODEL_SIDE_KEYS = ("channels_last", "compile", "cpu_threads")  # trainer/ keys that train.py applies itself
@@ -42,20 +44,6 @@ MODEL_SIDE_KEYS = ("channels_last", "compile", "cpu_threads")  # trainer/ keys t
 
 class RunError(ValueError):
     """A job cannot start as configured; the message says what to change."""
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write to a temporary file in the same directory, then rename: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def git_commit() -> str | None:
@@ -112,59 +100,63 @@ def resolve_channels_last(cfg: DictConfig) -> bool:
     return _gpu_requested(cfg) or torch.backends.mkldnn.is_available()
 
 
-def ensure_writable(run_dir: Path) -> None:
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write_test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as e:
-        raise RunError(f"output directory {run_dir} is not writable ({e.strerror}): set "
-                       "paths.log_dir=<writable dir> or ROADMAP_OUTPUT_DIR") from None
-
-
 def preflight(cfg: DictConfig) -> None:
-    """Refuse configurations that would fail later, before anything is trained."""
+    """Refuse configurations that would fail later, or silently not do what they say, before anything is trained."""
+    if cfg.checkpoint not in POLICIES:
+        raise RunError(f"checkpoint={cfg.checkpoint!r} is invalid: allowed {' | '.join(POLICIES)}")
     if str(cfg.trainer.accelerator) in ("gpu", "cuda") and not torch.cuda.is_available():
         raise RunError("trainer.accelerator=gpu but no CUDA GPU is visible to PyTorch: use "
                        "trainer.accelerator=auto (or cpu), or check CUDA_VISIBLE_DEVICES and the driver")
+    # the ConvNeXt configs carry their size's stochastic depth (T 0.1, S 0.4, B 0.5): the recipe's would be ignored
+    overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+    asked = next((o.lstrip("+") for o in overrides if o.lstrip("+").startswith("recipe.drop_path_rate=")), None)
+    if asked and cfg.model.get("drop_path_rate", cfg.recipe.drop_path_rate) != cfg.recipe.drop_path_rate:
+        raise RunError(f"{asked} has no effect: the model config sets its own model.drop_path_rate="
+                       f"{cfg.model.drop_path_rate}; set model.drop_path_rate instead")
 
 
-def check_checkpoint(path: Path, model_cfg: dict[str, Any]) -> None:
-    """Refuse to resume from a checkpoint of a different model; loads with weights_only=True."""
-    if not path.is_file():
-        raise RunError(f"ckpt_path={path} does not exist")
-    saved = torch.load(path, map_location="cpu", weights_only=True).get("roadmap", {}).get("model")
-    if saved is None:
-        raise RunError(f"checkpoint {path} was not written by roadmap (no model config inside); "
-                       "start over with force=true or pass ckpt_path=null")
-    diff = sorted(k for k in set(saved) | set(model_cfg) if saved.get(k) != model_cfg.get(k))
-    if diff:
-        shown = ", ".join(f"model.{k}: checkpoint {saved.get(k)!r} vs config {model_cfg.get(k)!r}" for k in diff)
-        raise RunError(f"checkpoint {path} is from a different model ({shown}); use the matching "
-                       "overrides, another run directory, or force=true to start over")
+def check_checkpoint(path: Path, state: dict[str, Any], record: dict[str, Any], only: str = "") -> None:
+    """Refuse to resume from a checkpoint of another run: its config (or, with `only`, the keys under that prefix,
+    e.g. the model's) must be this one's."""
+    saved = state.get("roadmap", {})
+    if "fingerprint" not in saved:
+        raise RunError(f"checkpoint {path} was not written by this version of roadmap (no config fingerprint "
+                       "inside); start over with force=true or pass ckpt_path=null")
+    old, new = ({k: v for k, v in c.items() if k.startswith(only)} for c in (saved["config"], record["config"]))
+    if old != new:
+        raise RunError(f"checkpoint {path} is from another configuration ({config_diff(old, new)}); use the "
+                       "matching overrides, another run directory, or force=true to start over")
 
 
-def _archive_previous(run_dir: Path) -> None:
-    """force=true: move the old summary, checkpoints and W&B id aside instead of deleting them."""
-    old = [p for p in (run_dir / "summary.json", run_dir / "checkpoints", run_dir / "wandb_id") if p.exists()]
-    if old:
-        dest = run_dir / "superseded" / datetime.now().strftime("%Y%m%d-%H%M%S")
-        dest.mkdir(parents=True)
-        for p in old:
-            shutil.move(str(p), dest / p.name)
-        log.info("force=true: previous results moved to %s", dest)
+def resume_from(cfg: DictConfig, run_dir: Path, record: dict[str, Any]) -> Path | None:
+    """ckpt_path, else the run directory's newest readable last checkpoint, checked against this config."""
+    if cfg.ckpt_path:
+        path = Path(cfg.ckpt_path)
+        if not path.is_file():
+            raise RunError(f"ckpt_path={path} does not exist")
+        state = load_weights_only(path)
+        if state is None:
+            raise RunError(f"ckpt_path={path} cannot be read; pass another checkpoint or ckpt_path=null")
+        check_checkpoint(path, state, record, only="model.")   # another run's checkpoint: the same model will do
+        return path
+    found = readable_last(run_dir / CHECKPOINTS)
+    if found is not None:
+        check_checkpoint(*found, record)
+    return found[0] if found else None
 
 
 def _loggers(cfg: DictConfig, run_dir: Path) -> list[Any]:
     loggers = []
     for name, lcfg in (cfg.get("logger") or {}).items():
         if name == "wandb":
-            id_file = run_dir / "wandb_id"  # same W&B run across resumes
+            id_file = run_dir / WANDB_ID  # same W&B run across resumes
             if not id_file.exists():
                 id_file.write_text(datetime.now().strftime("%Y%m%d%H%M%S") + f"-{os.getpid()}")
             os.environ.setdefault("WANDB_SILENT", "true")
-            loggers.append(instantiate(lcfg, id=id_file.read_text().strip()))
+            logger = instantiate(lcfg, id=id_file.read_text().strip())
+            # Lightning passes anonymous=None, which wandb >= 0.19 warns about on every run ("has no effect")
+            logger._wandb_init.pop("anonymous", None)
+            loggers.append(logger)
         else:
             loggers.append(instantiate(lcfg))
     return loggers
@@ -176,45 +168,80 @@ def _trainer(cfg: DictConfig, run_dir: Path, loggers: list[Any]) -> L.Trainer:
     kwargs["precision"] = resolve_precision(cfg)
     if kwargs["benchmark"] == "auto":
         kwargs["benchmark"] = _gpu_requested(cfg) and not kwargs["deterministic"]
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    keep = cfg.checkpoint != "none"
+    callbacks = [instantiate(c) for name, c in (cfg.get("callbacks") or {}).items()
+                 if keep or name != "model_checkpoint"]
+    callbacks.append(Preemption(run_dir / CHECKPOINTS / LAST if keep else None))
     interactive = sys.stdout.isatty()  # a log file gets plain lines, not a bar's final frame
     callbacks.append(RichProgressBar() if interactive else LineProgress())
     return L.Trainer(**kwargs, callbacks=callbacks, logger=loggers or False, enable_progress_bar=interactive,
-                     default_root_dir=str(run_dir), enable_model_summary=False)
+                     default_root_dir=str(run_dir), enable_model_summary=False, enable_checkpointing=keep,
+                     plugins=[AtomicCheckpointIO()])
 
 
 def train(cfg: DictConfig) -> float:
-    """Train one job; returns best val top-1 (%), the value a sweeper would optimise."""
+    """Train one job under its run directory's lock; returns best val top-1 (%), what a sweeper would optimise.
+    The job records its start and outcome in the command's launch file (`roadmap.runs.launch`)."""
     run_dir = Path(cfg.paths.output_dir)
-    summary_path = run_dir / "summary.json"
-    ensure_writable(run_dir)
-    if cfg.force:
-        _archive_previous(run_dir)
-    elif summary_path.exists():
-        previous = json.loads(summary_path.read_text())
-        if previous.get("status") == "finished":
-            log.info("already finished: %s (val/acc1 %.2f, best %.2f); force=true to train again",
-                     summary_path, previous["acc1"], previous["acc1_best"])
-            return previous["acc1_best"]
+    flat = flat_config(cfg)
+    record = {"fingerprint": fingerprint(flat), "config": flat}
+    job = {"run_dir": str(run_dir.resolve()), "name": cfg.name, "seed": cfg.seed}
+    record_launch(job)
+    outcome: dict[str, Any] = {"status": "failed"}
+    try:
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RunError(f"output directory {run_dir} is not writable ({e.strerror}): set "
+                           "paths.log_dir=<writable dir> or ROADMAP_OUTPUT_DIR") from None
+        quiet()
+        with run_lock(run_dir) if rank_zero_only.rank == 0 else nullcontext():   # one writer per run
+            with console_to(run_dir / RUN_LOG):
+                summary = _train(cfg, run_dir, record)
+        outcome = {"status": summary.status, "acc1": summary.acc1, "error": summary.error}
+        return summary.acc1_best if summary.acc1_best is not None else float("nan")
+    except BaseException as e:
+        outcome = {"status": _status(e), "error": one_line(e)}
+        raise
+    finally:
+        record_launch({**job, **outcome})
 
-    model_cfg = _plain(cfg.model)
+
+def _status(e: BaseException) -> str:
+    return "interrupted" if isinstance(e, (KeyboardInterrupt, SystemExit)) else "failed"
+
+
+def _train(cfg: DictConfig, run_dir: Path, record: dict[str, Any]) -> Summary:
+    """The job itself, once the lock is held: skip, refuse, resume or start; always end with a summary."""
+    if cfg.force:
+        moved = archive_previous(run_dir)
+        if moved:
+            log.info("force=true: previous results moved to %s", moved)
+    elif (run_dir / SUMMARY).exists():
+        previous = Summary.read(run_dir / SUMMARY)
+        if previous.status == "finished":
+            if previous.fingerprint not in (None, record["fingerprint"]):   # None: written before fingerprints
+                raise RunError(f"{run_dir} holds a finished run of another configuration "
+                               f"({config_diff(previous.config or {}, record['config'])}); train this one with "
+                               "force=true (the old run moves to superseded/) or under another group=")
+            log.info("already finished: %s (val/acc1 %.2f, best %.2f); force=true to train again",
+                     run_dir / SUMMARY, previous.acc1, previous.acc1_best)
+            return previous
+
+    save_config(run_dir, cfg, list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [])
     started = time.perf_counter()
-    summary: dict[str, Any] = {
-        "status": "failed", "error": None, "name": cfg.name, "step": cfg.roadmap.step,
-        "step_name": cfg.roadmap.name, "variant": _variant(), "paper_top1": cfg.roadmap.paper_top1,
-        "paper_gmacs": cfg.roadmap.paper_gmacs, "group": cfg.group, "recipe": cfg.recipe.name,
-        "data": cfg.data.name, "num_classes": cfg.data.num_classes, "image_size": cfg.data.image_size,
-        "epochs": cfg.trainer.max_epochs, "precision": resolve_precision(cfg),
-        "seed": cfg.seed, "git_commit": git_commit(), "run_dir": str(run_dir.resolve()),
-    }
+    summary = Summary(
+        name=cfg.name, step=cfg.roadmap.step, step_name=cfg.roadmap.name, variant=_variant(cfg.name),
+        paper_top1=cfg.roadmap.paper_top1, paper_gmacs=cfg.roadmap.paper_gmacs, group=cfg.group,
+        recipe=cfg.recipe.name, data=cfg.data.name, num_classes=cfg.data.num_classes,
+        image_size=cfg.data.image_size, epochs=cfg.trainer.max_epochs, precision=resolve_precision(cfg),
+        seed=cfg.seed, git_commit=git_commit(), run_dir=str(run_dir.resolve()), checkpoint=cfg.checkpoint,
+        **record)
     try:
         preflight(cfg)
-        ckpt = Path(cfg.ckpt_path) if cfg.ckpt_path else run_dir / "checkpoints" / "last.ckpt"
-        if cfg.ckpt_path or ckpt.exists():
-            check_checkpoint(ckpt, model_cfg)
+        ckpt = resume_from(cfg, run_dir, record)
+        if ckpt is not None:
             log.info("resuming from %s", ckpt)
-        else:
-            ckpt = None
         _set_cpu_threads(cfg)
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         # persistent loader workers carry RNG streams across epochs that a checkpoint cannot hold: a deterministic
@@ -222,55 +249,59 @@ def train(cfg: DictConfig) -> float:
         fresh_workers = cfg.trainer.deterministic and cfg.data.get("persistent_workers") is None
         datamodule = instantiate(cfg.data, **({"persistent_workers": False} if fresh_workers else {}))
         model = build_model(cfg)
-        summary["model"] = model_cfg.get("model_name", type(model).__name__)
-        summary.update(profile(model, cfg.data.image_size))
-        summary["gmacs_224"] = (summary["gmacs"] if cfg.data.image_size == 224
-                                else profile(build_model(_at_224(cfg)))["gmacs"])
+        summary.model = _plain(cfg.model).get("model_name", type(model).__name__)
+        counts = profile(model, cfg.data.image_size)
+        summary.params, summary.gmacs = counts["params"], counts["gmacs"]
+        summary.gmacs_224 = (summary.gmacs if cfg.data.image_size == 224
+                             else profile(build_model(_at_224(cfg)))["gmacs"])
         channels_last = resolve_channels_last(cfg)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         if cfg.trainer.compile:
             model.compile()
         module = Classifier(model, _plain(cfg.recipe), cfg.data.num_classes, channels_last=channels_last,
-                            model_config=model_cfg)
+                            record=record)
         loggers = _loggers(cfg, run_dir)
         trainer = _trainer(cfg, run_dir, loggers)
         for lg in loggers:
-            lg.log_hyperparams({**_plain(cfg), "profile": {k: summary[k] for k in ("params", "gmacs", "gmacs_224")}})
+            lg.log_hyperparams({**_plain(cfg), "profile": {"params": summary.params, "gmacs": summary.gmacs,
+                                                           "gmacs_224": summary.gmacs_224}})
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
         if trainer.interrupted:
-            summary.update(status="interrupted", error="interrupted; rerun the same command to resume")
+            summary.status, summary.error = "interrupted", "interrupted; rerun the same command to resume"
         else:
             m = trainer.callback_metrics
-            summary.update(status="finished", acc1=_f(m.get("val/acc1")), acc5=_f(m.get("val/acc5")),
-                           val_loss=_f(m.get("val/loss")), acc1_best=float(module.best_acc1),
-                           acc5_best=float(module.best_acc5), train_img_per_s=module.throughput)
-            if "val/acc1_ema" in m:
-                summary["acc1_ema"] = _f(m["val/acc1_ema"])
-        return summary.get("acc1_best") or float("nan")
+            summary.status, summary.steps = "finished", trainer.global_step
+            summary.acc1, summary.acc5, summary.val_loss = (_f(m.get(k)) for k in ("val/acc1", "val/acc5",
+                                                                                      "val/loss"))
+            summary.acc1_best, summary.acc5_best = float(module.best_acc1), float(module.best_acc5)
+            summary.acc1_ema, summary.train_img_per_s = _f(m.get("val/acc1_ema")), module.throughput
+            kept = keep_after_finish(run_dir / CHECKPOINTS, cfg.checkpoint)
+            summary.checkpoint_kept = [str(p.relative_to(run_dir)) for p in kept]
+            summary.checkpoint_bytes = sum(p.stat().st_size for p in kept)
+        return summary
     except BaseException as e:
-        summary["error"] = one_line(e)
-        summary["status"] = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+        summary.status, summary.error = _status(e), one_line(e)
         raise
     finally:
-        summary["wall_s"] = time.perf_counter() - started
-        summary["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        summary.wall_s = time.perf_counter() - started
+        summary.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         if rank_zero_only.rank == 0:
-            write_json_atomic(summary_path, summary)
-            log.info(closing_line(summary, run_dir))
+            summary.write(run_dir)
+            log.info(closing_line(summary))
         _finish_wandb()
 
 
-def closing_line(summary: dict[str, Any], run_dir: Path) -> str:
+def closing_line(summary: Summary) -> str:
     """What a run ends by saying: its status, top-1 when it finished, and where everything it wrote lies."""
-    result = (f", top-1 {summary['acc1']:.2f} % (best {summary['acc1_best']:.2f})"
-              if summary["status"] == "finished" and summary.get("acc1") is not None else "")
-    return f"{summary['name']} seed {summary['seed']}: {summary['status']}{result}; results in {run_dir}"
+    result = (f", top-1 {summary.acc1:.2f} % (best {summary.acc1_best:.2f})"
+              if summary.status == "finished" and summary.acc1 is not None else "")
+    return f"{summary.name} seed {summary.seed}: {summary.status}{result}; results in {summary.run_dir}"
 
 
-def _variant() -> str:
+def _variant(name: str) -> str:
     """Overrides beyond the step (e.g. model.kernel_size=9): what tells two runs of one step apart."""
-    return HydraConfig.get().job.override_dirname if HydraConfig.initialized() else ""
+    return variant_overrides(name, HydraConfig.get().job.override_dirname) if HydraConfig.initialized() else ""
 
 
 def _at_224(cfg: DictConfig) -> DictConfig:
@@ -302,14 +333,16 @@ def one_line(e: BaseException) -> str:
 
 
 def run_job(cfg: DictConfig) -> float | None:
-    """train() for the command line: a failure is one logged line (full traceback with HYDRA_FULL_ERROR=1)
-    and is recorded in FAILURES, so the other jobs of a multirun go on and the process exits non-zero."""
+    """train() for the command line: a failure is one logged line (full traceback with HYDRA_FULL_ERROR=1), so
+    the other jobs of a multirun go on; run.py turns the jobs' recorded outcomes into the exit code. An
+    interruption (Ctrl-C, a preemption signal) ends the whole command."""
     try:
         return train(cfg)
+    except RunInUseError as e:   # the directory and its run.log are another process's: not a line there
+        print(f"{cfg.get('name', 'job')} (seed {cfg.get('seed')}): {e}", file=sys.stderr)
+        return None
     except Exception as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        line = f"{cfg.get('name', 'job')} (seed {cfg.get('seed')}): {one_line(e)}"
-        log.error(line)
-        FAILURES.append(line)
+        log.error(f"{cfg.get('name', 'job')} (seed {cfg.get('seed')}): {one_line(e)}")
         return None

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -33,6 +36,16 @@ def tiny_cfg(tmp_path):
         return compose([*base, f"paths.output_dir={tmp_path / 'run'}", f"paths.log_dir={tmp_path}",
                         f"paths.cache_dir={tmp_path / 'cache'}", *overrides])
     return make
+
+
+def run_py(*args: str, log_dir: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`python run.py` as a user types it (tiny CPU settings), in a fresh process."""
+    flags = [a for a in args if a.startswith("-")]  # Hydra's flags (-m) precede the overrides
+    cmd = [sys.executable, str(REPO / "run.py"), *flags, *TINY, f"paths.log_dir={log_dir}",
+           *(a for a in args if not a.startswith("-"))]
+    full_env = ({k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+                | {"ROADMAP_OUTPUT_DIR": str(log_dir)} | (env or {}))   # the launch file too stays in log_dir
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=full_env)
 
 
 CLASSES = ("ant", "bee", "cat")
@@ -82,3 +95,22 @@ class PoisonWeightsAtSecondEpoch(L.Callback):
 def data_cache(tmp_path_factory) -> Path:
     """One extraction cache for the whole test session (the Imagewoof archive extracts once)."""
     return tmp_path_factory.mktemp("data_cache")
+
+
+class CrashAfterSecondEpoch(L.Callback):
+    """Simulates a crash once epoch 2 is done: last.ckpt is epoch 2's, last.prev.ckpt epoch 1's."""
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch == 1:
+            raise RuntimeError("simulated crash after epoch 2")
+
+
+class SigtermAt(L.Callback):
+    """Sends this process SIGTERM, as SLURM does at preemption, when the given step of epoch 2 is about to run."""
+
+    def __init__(self, batch: int = 0):
+        self.batch = batch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.current_epoch == 1 and batch_idx == self.batch:
+            os.kill(os.getpid(), signal.SIGTERM)

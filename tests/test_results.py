@@ -6,7 +6,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from roadmap.report import RECORD, export_runs, write_report
+from roadmap.report import export_runs, write_report
+from roadmap.runs import RECORD
 
 from conftest import REPO
 

@@ -1,6 +1,7 @@
 """A real multirun (2 steps x 2 seeds, synthetic, CPU) through run.py, then roadmap.report on its directory."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -13,11 +14,15 @@ from conftest import REPO, TINY
 
 
 def test_tiny_multirun_then_report(tmp_path):
+    env = {**os.environ, "ROADMAP_OUTPUT_DIR": str(tmp_path)}   # where the command's launch file goes
     proc = subprocess.run(
         [sys.executable, str(REPO / "run.py"), "-m", *TINY, "group=tiny", f"paths.log_dir={tmp_path}",
          "model.width_mult=0.25", "+roadmap=step00_baseline,step07_separate_downsampling", "seed=0,1"],
-        capture_output=True, text=True, timeout=600, cwd=REPO)
+        capture_output=True, text=True, timeout=600, cwd=REPO, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # the sweep ends with one line per job: name, seed, status, top-1 and directory
+    closing = proc.stdout[proc.stdout.index("4 job(s), 0 not finished:"):].splitlines()[1:]
+    assert len(closing) == 4 and all(": finished, top-1 " in line and str(tmp_path) in line for line in closing)
     summaries = sorted(p.relative_to(tmp_path).parts[2:4] for p in (tmp_path / "tiny").rglob("summary.json"))
     assert [(s.split(",")[0], d) for s, d in summaries] == [
         ("step00_baseline", "seed0"), ("step00_baseline", "seed1"),
@@ -37,5 +42,5 @@ def test_tiny_multirun_then_report(tmp_path):
     rerun = subprocess.run(  # a finished sweep reruns as a no-op: every job is skipped
         [sys.executable, str(REPO / "run.py"), "-m", *TINY, "group=tiny", f"paths.log_dir={tmp_path}",
          "model.width_mult=0.25", "+roadmap=step00_baseline,step07_separate_downsampling", "seed=0,1"],
-        capture_output=True, text=True, timeout=600, cwd=REPO)
+        capture_output=True, text=True, timeout=600, cwd=REPO, env=env)
     assert rerun.returncode == 0 and (rerun.stdout + rerun.stderr).count("already finished") == 4

@@ -154,7 +154,7 @@ def test_finished_run_is_skipped_and_force_starts_over(tiny_cfg, tmp_path):
     assert len(superseded) == 1 and json.loads(superseded[0].read_text()) == first
 
 
-def test_wandb_offline_run_records_metrics(tiny_cfg, monkeypatch):
+def test_wandb_offline_run_records_metrics(tiny_cfg, monkeypatch, capfd):
     import wandb
 
     import roadmap.train
@@ -172,6 +172,7 @@ def test_wandb_offline_run_records_metrics(tiny_cfg, monkeypatch):
     assert wandb.run is None  # finished: the next job gets its own run
     runs = list((Path(cfg.paths.output_dir) / "wandb").glob("offline-run-*/*.wandb"))
     assert len(runs) == 1 and b"val/acc1" in runs[0].read_bytes()
+    assert "anonymous setting" not in capfd.readouterr().err   # Lightning's anonymous=None is not passed on
 
 
 @pytest.mark.data

@@ -9,6 +9,6 @@ from roadmap.data.folders import SkipBadImages, image_folder, load_rgb, stratifi
 from roadmap.data.synthetic import SyntheticShapes, synthesize
 from roadmap.data.transforms import CLASSIC_AUGMENT, BatchNormalize, build_transforms
 
-__all__ = ["BadImageError", "BatchNormalize", "CLASSIC_AUGMENT", "DATASETS", "DataError", "DecodedImages", "FASTAI_ARCHIVES",
-           "ImageDataModule", "SkipBadImages", "SyntheticShapes", "build_transforms", "extract_once",
-           "fastai_folder", "image_folder", "load_rgb", "stratified_subset", "synthesize", "usable_cores"]
+__all__ = ["BadImageError", "BatchNormalize", "CLASSIC_AUGMENT", "DATASETS", "DataError", "DecodedImages",
+           "FASTAI_ARCHIVES", "ImageDataModule", "SkipBadImages", "SyntheticShapes", "build_transforms",
+           "extract_once", "fastai_folder", "image_folder", "load_rgb", "stratified_subset", "synthesize", "usable_cores"]

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -16,6 +14,7 @@ from torch.utils.data import Dataset
 from torchvision import transforms
 from torchvision.datasets import ImageFolder
 
+from roadmap.atomic import atomic_file
 from roadmap.data.errors import BadImageError
 from roadmap.data.folders import load_rgb
 
@@ -60,16 +59,9 @@ class DecodedImages(Dataset):
             arrays.append(np.asarray(resize(image) if min(image.size) > side else image, dtype=np.uint8))
             targets.append(target)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, pixels=np.concatenate([a.reshape(-1) for a in arrays]),
-                         shapes=np.array([a.shape for a in arrays], dtype=np.int64), targets=np.array(targets))
-            os.chmod(tmp, 0o644)   # mkstemp's 0600 would keep other users of a shared cache out
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        with atomic_file(path) as f:   # concurrent runs may build the same cache: each renames a whole file
+            np.savez(f, pixels=np.concatenate([a.reshape(-1) for a in arrays]),
+                     shapes=np.array([a.shape for a in arrays], dtype=np.int64), targets=np.array(targets))
 
     def __len__(self) -> int:
         return len(self.targets)

@@ -1,0 +1,80 @@
+"""Checkpoints that survive a kill mid-write: written to a temporary file, fsynced and renamed, the previous
+last.ckpt kept beside the new one, and an unreadable last.ckpt replaced by its predecessor when a run resumes."""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from roadmap.atomic import atomic_file
+from roadmap.runs import BEST, BEST_WEIGHTS, LAST, PREVIOUS
+
+log = logging.getLogger(__name__)
+
+# What a run keeps. resume: last.ckpt (and its predecessor) while unfinished, then only the best epoch's model
+# weights (best.pt, no optimizer state); best: the best epoch's full checkpoint (best.ckpt, to train on from);
+# none: no checkpoint at all, so nothing to resume from.
+POLICIES = ("resume", "best", "none")
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """torch.save through `atomic_file`. last.ckpt first becomes last.prev.ckpt, so a kill at any moment of a save
+    leaves at least one complete checkpoint to resume from."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path,
+                        storage_options: Any | None = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.name == LAST and path.exists():
+            os.replace(path, path.with_name(PREVIOUS))
+        with atomic_file(path) as f:
+            torch.save(checkpoint, f)
+
+
+def load_weights_only(path: Path) -> dict[str, Any] | None:
+    """The checkpoint's contents, or None if it cannot be read (truncated, corrupt)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:   # torch raises RuntimeError, EOFError or UnpicklingError, by how the file broke
+        log.warning("checkpoint %s is unreadable (%s)", path, (str(err).splitlines() or [type(err).__name__])[0])
+        return None
+
+
+def readable_last(checkpoints: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The newest readable of last.ckpt and last.prev.ckpt with its contents; None when neither exists.
+    Raises `TornCheckpointError` when they exist but none can be read."""
+    candidates = [p for p in (checkpoints / LAST, checkpoints / PREVIOUS) if p.is_file()]
+    for path in candidates:
+        state = load_weights_only(path)
+        if state is not None:
+            if path.name == PREVIOUS:
+                log.warning("resuming from the previous checkpoint %s: %s is unreadable", path, LAST)
+            return path, state
+    if candidates:
+        raise TornCheckpointError(
+            f"{checkpoints}: {' and '.join(p.name for p in candidates)} cannot be read (a kill during a save?); "
+            "rerun with force=true to start over (the old files move to superseded/)")
+    return None
+
+
+class TornCheckpointError(RuntimeError):
+    """No readable checkpoint is left to resume from."""
+
+
+def keep_after_finish(checkpoints: Path, policy: str) -> list[Path]:
+    """Prune a finished run's checkpoints to what `policy` keeps; returns the files kept."""
+    if policy == "resume":
+        source = checkpoints / BEST if (checkpoints / BEST).is_file() else checkpoints / LAST
+        state = torch.load(source, map_location="cpu", weights_only=True)
+        weights = {k.removeprefix("model."): v for k, v in state["state_dict"].items() if k.startswith("model.")}
+        with atomic_file(checkpoints / BEST_WEIGHTS) as f:   # loads into the bare model: load_state_dict(weights)
+            torch.save({"state_dict": weights, "epoch": state["epoch"], "global_step": state["global_step"],
+                        "roadmap": state.get("roadmap")}, f)
+    drop = {"resume": (LAST, PREVIOUS, BEST), "best": (LAST, PREVIOUS), "none": ()}[policy]
+    for name in drop:
+        (checkpoints / name).unlink(missing_ok=True)
+    return sorted(p for p in checkpoints.iterdir() if p.is_file()) if checkpoints.is_dir() else []

@@ -1,0 +1,82 @@
+"""What a user sees: third-party noise silenced where it starts (each filter says why), and the run's whole console
+output copied into its run.log."""
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TextIO
+
+# Lightning's INFO lines that repeat for every job of a sweep and say nothing about the run.
+LIGHTNING_NOISE = (
+    "💡 Tip:",            # an advertisement for litlogger, printed by every Trainer
+    "GPU available:",     # hardware probes: the summary records the precision and the run.log the device
+    "TPU available:",
+    "HPU available:",
+)
+
+
+class _DropLines(logging.Filter):
+    def __init__(self, prefixes: tuple[str, ...]) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefixes)
+
+
+def quiet() -> None:
+    """Silence the known third-party noise; idempotent. Our own warnings (a deprecation in roadmap, a data
+    problem) are untouched: every filter names the module or message it drops."""
+    # torch 2.9+ deprecated pytree's LeafSpec; Lightning 2.6 still calls it on every fit (not ours to fix)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated",
+                            module=r"lightning\..*")
+    # short proxy epochs have fewer batches than log_every_n_steps: epoch-level metrics are logged regardless
+    warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the "
+                                              r"logging interval")
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        target = logging.getLogger(name)
+        if not any(isinstance(f, _DropLines) for f in target.filters):
+            target.addFilter(_DropLines(LIGHTNING_NOISE))
+    if logging.getLogger().handlers:   # under Hydra: Lightning's lines go through its handlers, run.log included
+        for name in ("lightning.pytorch", "lightning.fabric"):
+            lightning = logging.getLogger(name)
+            lightning.handlers.clear()   # the private console handler it adds when imported before Hydra
+            lightning.propagate = True
+
+
+class _Tee:
+    """A text stream that writes to the console stream and to a log file."""
+
+    def __init__(self, console: TextIO, log: TextIO) -> None:
+        self.console, self.log = console, log
+
+    def write(self, text: str) -> int:
+        self.log.write(text)
+        return self.console.write(text)
+
+    def flush(self) -> None:
+        self.log.flush()
+        self.console.flush()
+
+    def isatty(self) -> bool:
+        return self.console.isatty()
+
+    def __getattr__(self, name: str):   # fileno, encoding, ... of the console
+        return getattr(self.console, name)
+
+
+@contextmanager
+def console_to(log_file: Path) -> Iterator[None]:
+    """Copy what the job prints (progress lines, warnings, errors) into `log_file`, beside the log records
+    Hydra's file handler already writes there, so run.log holds the whole console whatever the logger."""
+    with open(log_file, "a", buffering=1) as log:
+        out, err = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = _Tee(out, log), _Tee(err, log)
+        try:
+            yield
+        finally:
+            sys.stdout, sys.stderr = out, err

@@ -1,0 +1,268 @@
+"""The run record, in one place: where a run lives, the files it writes, its typed summary, the fingerprint of
+what it trains, the lock that gives it one writer, and the record of what a command launched. `train.py` writes
+through this module and `report.py` reads through it, so the two cannot drift apart."""
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from roadmap.atomic import write_atomic
+
+# -- file names -------------------------------------------------------------------------------------------------
+SUMMARY = "summary.json"            # written once the job ends, whatever the outcome
+CHECKPOINTS = "checkpoints"         # last.ckpt, its predecessor and best.ckpt
+LAST, PREVIOUS = "last.ckpt", "last.prev.ckpt"
+BEST, BEST_WEIGHTS = "best.ckpt", "best.pt"   # the best epoch's full checkpoint; its model weights alone
+SUPERSEDED = "superseded"           # where force=true moves an earlier run's record
+LOCK = ".lock"                      # held (flock) by the one process writing the run
+WANDB_ID = "wandb_id"               # the same W&B run across resumes
+RUN_LOG = "run.log"                 # the whole console of the run (also Hydra's job log file)
+CONFIG, OVERRIDES = ".hydra/config.yaml", ".hydra/overrides.yaml"   # where Hydra would put them
+RECORD = (SUMMARY, CONFIG, OVERRIDES)  # what a committed run keeps (results/*/runs)
+RUN_MARKERS = (".hydra", CHECKPOINTS)  # a run directory has these from its start, summary.json only at its end
+LAUNCH_ENV = "ROADMAP_LAUNCH"        # the file where the jobs of one command record themselves
+
+# -- layout ------------------------------------------------------------------------------------------------------
+# Overrides that set the budget (data, schedule length, hardware, a proxy's width), not the design a paper row
+# describes: a variant made only of these is still the paper's row.
+BUDGET_OVERRIDE = re.compile(r"(data|trainer|paths|logger|callbacks|hydra)\.|(group|seed|model\.width_mult)=")
+
+
+def run_variant(override_dirname: str, max_len: int = 120) -> str:
+    """Overrides that change what is trained, as a path-safe suffix of the run directory ('' if none).
+    A long list keeps a readable prefix and a hash of the whole, so the name stays unique and < 255 bytes."""
+    if not override_dirname:
+        return ""
+    safe = re.sub(r"[/\\\s]+", "_", override_dirname)
+    if len(safe) > max_len:
+        safe = f"{safe[:max_len - 13]}...{hashlib.sha1(safe.encode()).hexdigest()[:10]}"
+    return "," + safe
+
+
+def split_overrides(override_dirname: str) -> list[str]:
+    """Hydra's `a=1,b=[2,3]` as ['a=1', 'b=[2,3]'] (commas inside a list value do not split)."""
+    return [o for o in re.split(r",(?![^\[]*\])", override_dirname) if o]
+
+
+def variant_overrides(name: str, override_dirname: str) -> str:
+    """The overrides that tell a run apart from others of its name: all of them but `model=<name>`, which a run
+    named after its model (a baseline) would otherwise repeat. `model=` under a roadmap step stays."""
+    return ",".join(o for o in split_overrides(override_dirname) if o != f"model={name}")
+
+
+def run_subdir(data: str, name: str, override_dirname: str, seed: int | str) -> str:
+    """A run's directory below its study (<log_dir>/<group>/): <data>/<name>[,<overrides>]/seed<N>.
+    The Hydra config builds run and sweep directories with it (the `run_subdir` resolver)."""
+    return f"{data}/{name}{run_variant(variant_overrides(name, override_dirname))}/seed{seed}"
+
+
+def parse_run_dir(run_dir: Path) -> dict[str, Any]:
+    """The inverse of `run_subdir` (with the group above it), for runs that left no summary."""
+    name, _, variant = run_dir.parent.name.partition(",")
+    seed = re.fullmatch(r"seed(\d+)", run_dir.name)
+    return {"name": name, "variant": variant, "data": run_dir.parent.parent.name,
+            "group": run_dir.parent.parent.parent.name, "seed": int(seed[1]) if seed else None}
+
+
+def checkpoint_dir(run_dir: str | Path) -> str:
+    return str(Path(run_dir) / CHECKPOINTS)
+
+
+def run_dirs(root: Path) -> tuple[list[Path], list[Path]]:
+    """(summaries, started run directories without a summary) below `root`, outside `superseded/`."""
+    def live(p: Path) -> bool:
+        return SUPERSEDED not in p.relative_to(root).parts
+    summaries = [p for p in sorted(root.rglob(SUMMARY)) if live(p)]
+    started = sorted({p.parent for marker in RUN_MARKERS for p in root.rglob(marker) if p.is_dir() and live(p)})
+    return summaries, [d for d in started if not (d / SUMMARY).exists()]
+
+
+# -- summary -----------------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Summary:
+    """What a job ends by writing to summary.json; `report.py` reads these fields, in this order."""
+    status: str = "failed"                 # finished | failed | interrupted
+    error: str | None = None
+    name: str | None = None
+    step: str | None = None
+    step_name: str | None = None
+    variant: str = ""
+    paper_top1: float | None = None
+    paper_gmacs: float | None = None
+    group: str | None = None
+    model: str | None = None
+    params: int | None = None
+    gmacs: float | None = None
+    gmacs_224: float | None = None
+    data: str | None = None
+    num_classes: int | None = None
+    image_size: int | None = None
+    epochs: int | None = None
+    steps: int | None = None               # optimizer steps taken, resumed runs included
+    precision: str | None = None
+    seed: int | None = None
+    recipe: str | None = None
+    acc1: float | None = None
+    acc5: float | None = None
+    acc1_best: float | None = None
+    acc5_best: float | None = None
+    acc1_ema: float | None = None
+    val_loss: float | None = None
+    train_img_per_s: float | None = None
+    wall_s: float | None = None
+    git_commit: str | None = None
+    run_dir: str | None = None
+    finished_at: str | None = None
+    checkpoint: str | None = None          # the policy (resume | best | none) and what it kept, in bytes
+    checkpoint_kept: list[str] | None = None
+    checkpoint_bytes: int | None = None
+    fingerprint: str | None = None         # of `config`; a rerun skips only a run with the same one
+    config: dict[str, Any] | None = None   # the resolved config without runtime-only keys, flat
+
+    def write(self, run_dir: Path) -> None:
+        write_atomic(run_dir / SUMMARY, json.dumps(dataclasses.asdict(self), indent=2).encode())
+
+    def row(self) -> dict[str, Any]:
+        """The fields a table of runs shows (`SCHEMA`): all but the config."""
+        return {name: getattr(self, name) for name in SCHEMA}
+
+    @classmethod
+    def read(cls, path: Path) -> Summary:
+        """A summary.json; keys this version does not know (or no longer writes) are dropped."""
+        data = json.loads(path.read_text())
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
+
+
+SCHEMA = [f.name for f in dataclasses.fields(Summary) if f.name != "config"]
+
+
+# -- fingerprint -------------------------------------------------------------------------------------------------
+# Keys that say where or how fast a run goes, not what it trains: a run resumed or skipped on another machine,
+# with other paths, loggers or loader processes, is the same run.
+RUNTIME_KEYS = ("force", "ckpt_path", "checkpoint", "paths", "logger", "callbacks", "data.root", "data.cache_dir",
+                "data.num_workers", "data.worker_nice", "data.pin_memory", "data.persistent_workers",
+                "data.download", "trainer.accelerator", "trainer.devices", "trainer.num_nodes", "trainer.strategy",
+                "trainer.cpu_threads", "trainer.channels_last", "trainer.compile", "trainer.benchmark",
+                "trainer.log_every_n_steps")
+
+
+def flat_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as {dotted.key: value}, without `RUNTIME_KEYS`."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if prefix and any(prefix == k or prefix.startswith(k + ".") for k in RUNTIME_KEYS):
+            return
+        if isinstance(node, Mapping) and node:
+            for key, value in node.items():
+                walk(value, f"{prefix}.{key}" if prefix else str(key))
+        else:
+            flat[prefix] = node
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return flat
+
+
+def fingerprint(flat: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def config_diff(old: Mapping[str, Any], new: Mapping[str, Any], shown: int = 4) -> str:
+    """'key: old -> new' for the first differing keys, and how many more."""
+    keys = sorted(k for k in set(old) | set(new) if old.get(k, "<absent>") != new.get(k, "<absent>"))
+    parts = [f"{k}: {old.get(k, '<absent>')!r} -> {new.get(k, '<absent>')!r}" for k in keys[:shown]]
+    return ", ".join(parts) + (f" and {len(keys) - shown} more" if len(keys) > shown else "")
+
+
+# -- one writer per run ------------------------------------------------------------------------------------------
+class RunInUseError(RuntimeError):
+    """Another live process holds the run directory's lock."""
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold the run directory's lock while the job runs. The kernel drops an flock when its process dies, so a
+    killed run leaves no stale lock; the file keeps the holder's pid for the message a second process gets."""
+    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise RunInUseError(f"{run_dir} is in use by pid {pid}; wait for it, or choose another group=/seed=")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def save_config(run_dir: Path, cfg: DictConfig, overrides: list[str]) -> None:
+    """The job's config and command-line overrides, as Hydra saves them, but written by the lock's holder: Hydra
+    itself (`hydra.output_subdir: null`) would overwrite them from a second process refused the directory."""
+    for name, node in ((CONFIG, cfg), (OVERRIDES, OmegaConf.create(overrides))):
+        (run_dir / name).parent.mkdir(exist_ok=True)
+        write_atomic(run_dir / name, OmegaConf.to_yaml(node).encode())
+
+
+def archive_previous(run_dir: Path) -> Path | None:
+    """force=true: move the old summary, checkpoints and W&B id to superseded/<time>/ instead of deleting them."""
+    old = [p for p in (run_dir / SUMMARY, run_dir / CHECKPOINTS, run_dir / WANDB_ID) if p.exists()]
+    if not old:
+        return None
+    dest = run_dir / SUPERSEDED / datetime.now().strftime("%Y%m%d-%H%M%S")
+    dest.mkdir(parents=True)
+    for p in old:
+        shutil.move(str(p), dest / p.name)
+    return dest
+
+
+# -- what one command launched -----------------------------------------------------------------------------------
+@contextmanager
+def launch(log_dir: Path) -> Iterator[Path]:
+    """Give the jobs of one command (whatever the launcher: in-process, joblib, SLURM) a file to record
+    themselves in, through the environment they inherit; yields its path. It lives under the output directory,
+    which workers on other nodes share, and is removed afterwards."""
+    path = log_dir / ".launches" / f"{datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:8]}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+    previous = os.environ.get(LAUNCH_ENV)
+    os.environ[LAUNCH_ENV] = str(path)
+    try:
+        yield path
+    finally:
+        if previous is None:
+            os.environ.pop(LAUNCH_ENV, None)
+        else:
+            os.environ[LAUNCH_ENV] = previous
+
+
+def record_launch(event: Mapping[str, Any]) -> None:
+    """Append one job event (a start, or its outcome) to this command's launch file, if there is one. Lines are
+    short and appended with O_APPEND, so concurrent jobs do not interleave."""
+    path = os.environ.get(LAUNCH_ENV)
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps(dict(event), default=str) + "\n")
+
+
+def launched_jobs(path: Path) -> list[dict[str, Any]]:
+    """Each job of the launch file, once: its outcome, or `killed` for a job that started and never ended."""
+    jobs: dict[str, dict[str, Any]] = {}
+    for line in path.read_text().splitlines():
+        event = json.loads(line)
+        jobs[event["run_dir"]] = {**jobs.get(event["run_dir"], {}), **event}
+    return [job if job.get("status") else {**job, "status": "killed", "error": "started, never ended"}
+            for job in jobs.values()]

@@ -1,0 +1,185 @@
+"""The run record (`roadmap.runs`): a directory per configuration, one writer per directory, nothing lost to
+preemption or a torn checkpoint, and an exit code that comes from what the launched jobs recorded."""
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import roadmap.report
+import roadmap.train
+from roadmap import build_model
+from roadmap.runs import (BEST, BEST_WEIGHTS, CHECKPOINTS, LAST, PREVIOUS, RUN_LOG, SUMMARY, SUPERSEDED, WANDB_ID,
+                          run_lock)
+from roadmap.train import RunError, train
+
+from conftest import REPO, TINY, run_py
+
+SMALL = "model.width_mult=0.25"
+
+
+def _summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / SUMMARY).read_text())
+
+
+def _step(ckpt: Path) -> int:
+    return torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"]
+
+
+# -- one directory per configuration ---------------------------------------------------------------------------
+def test_another_model_gets_its_own_directory(tmp_path):
+    first = run_py("+roadmap=step00_baseline", SMALL, log_dir=tmp_path)
+    second = run_py("+roadmap=step00_baseline", "model=convnext_tiny", SMALL, log_dir=tmp_path)
+    assert first.returncode == 0 and second.returncode == 0, second.stderr
+    assert "already finished" not in second.stdout + second.stderr
+    summaries = [json.loads(p.read_text()) for p in sorted(tmp_path.rglob(SUMMARY))]
+    assert len(summaries) == 2 and {s["config"]["model.stem"] for s in summaries} == {"resnet", "patchify"}
+    assert len({s["run_dir"] for s in summaries}) == 2
+
+
+def test_finished_run_of_another_configuration_is_refused_by_name(tiny_cfg, tmp_path):
+    """Same directory, different config (a YAML edit, or a key the directory name leaves out): one line naming
+    the keys, and the finished run stays as it was. Keys that only say where or how fast (loader processes)
+    do not count."""
+    run = tmp_path / "run"
+    train(tiny_cfg("+roadmap=step00_baseline", SMALL))
+    before = (run / SUMMARY).read_text()
+    with pytest.raises(RunError) as info:
+        train(tiny_cfg("+roadmap=step00_baseline", SMALL, "recipe.lr=0.2"))
+    message = str(info.value)
+    assert "recipe.lr: 0.1 -> 0.2" in message and "force=true" in message and "\n" not in message
+    assert (run / SUMMARY).read_text() == before
+    train(tiny_cfg("+roadmap=step00_baseline", SMALL, "data.num_workers=1"))   # the same run: skipped
+    assert (run / SUMMARY).read_text() == before
+
+
+# -- one writer per directory ----------------------------------------------------------------------------------
+def test_a_directory_in_use_is_refused_in_one_line_and_left_untouched(tmp_path):
+    args = ["+roadmap=step00_baseline", SMALL]
+    assert run_py(*args, log_dir=tmp_path).returncode == 0
+    (summary,) = tmp_path.rglob(SUMMARY)
+    run_dir = summary.parent
+    with run_lock(run_dir):   # another process (this one) is writing the run
+        before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+        second = run_py(*args, "force=true", log_dir=tmp_path)
+    out = second.stdout + second.stderr
+    assert second.returncode != 0 and f"is in use by pid {os.getpid()}" in out and "Traceback" not in out, out
+    after = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    assert after == before and not (run_dir / SUPERSEDED).exists()   # not its config, log or summary; nothing moved
+
+
+def test_a_lock_left_by_a_killed_process_is_not_stale(tiny_cfg, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".lock").write_text("999999")   # its holder is gone: the kernel dropped the flock with it
+    train(tiny_cfg("+roadmap=step00_baseline", SMALL))
+    assert _summary(run)["status"] == "finished"
+
+
+# -- preemption ------------------------------------------------------------------------------------------------
+def test_sigterm_checkpoints_now_records_interrupted_and_resumes(tiny_cfg, tmp_path):
+    """SIGTERM before step `batch` of epoch 2 (of 3, 4 steps each): a checkpoint of the steps done, status
+    interrupted, and the rerun completes the same 12 steps. Lightning restarts the interrupted epoch's loader,
+    so the metrics are not an uninterrupted run's (README: When things go wrong)."""
+    run = ["+roadmap=step00_baseline", SMALL, "trainer.max_epochs=3", "trainer.limit_train_batches=4"]
+    for batch in (0, 2):
+        out = tmp_path / f"preempted_at_{batch}"
+        with pytest.raises(SystemExit):
+            train(tiny_cfg(*run, f"paths.output_dir={out}", "+callbacks.sigterm._target_=conftest.SigtermAt",
+                           f"+callbacks.sigterm.batch={batch}"))
+        s = _summary(out)
+        assert s["status"] == "interrupted" and f"SIGTERM at epoch 2, step {4 + batch}" in s["error"], s["error"]
+        assert _step(out / CHECKPOINTS / LAST) == 4 + batch
+        train(tiny_cfg(*run, f"paths.output_dir={out}"))
+        assert _summary(out)["status"] == "finished" and _summary(out)["steps"] == 12
+
+
+def test_sigterm_to_the_command_exits_nonzero(tmp_path):
+    args = ["+roadmap=step00_baseline", "trainer.max_epochs=3", "trainer.limit_train_batches=6",
+            "data.train_size=192"]
+    cmd = [sys.executable, str(REPO / "run.py"), *TINY, f"paths.log_dir={tmp_path}", *args]
+    env = {**os.environ, "ROADMAP_OUTPUT_DIR": str(tmp_path)}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and not list(tmp_path.rglob(LAST)):
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be preempted"
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0, out
+    (summary,) = tmp_path.rglob(SUMMARY)
+    assert _summary(summary.parent)["status"] == "interrupted" and "Traceback" not in out, out
+
+
+# -- torn checkpoints ------------------------------------------------------------------------------------------
+def test_a_torn_last_checkpoint_falls_back_to_the_previous_one(tiny_cfg, tmp_path, caplog):
+    run = ["+roadmap=step00_baseline", SMALL, "trainer.max_epochs=3"]
+    for name in ("one_torn", "both_torn"):
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            train(tiny_cfg(*run, f"paths.output_dir={tmp_path / name}",
+                           "+callbacks.crash._target_=conftest.CrashAfterSecondEpoch"))
+        ckpts = tmp_path / name / CHECKPOINTS
+        assert {p.name for p in ckpts.iterdir()} == {LAST, PREVIOUS, "best.ckpt"}   # no temporary left over
+        assert (_step(ckpts / LAST), _step(ckpts / PREVIOUS)) == (4, 2)
+        (ckpts / LAST).write_bytes((ckpts / LAST).read_bytes()[:1000])   # a kill during the write
+    train(tiny_cfg(*run, f"paths.output_dir={tmp_path / 'one_torn'}"))
+    assert _summary(tmp_path / "one_torn")["status"] == "finished"
+    assert any("resuming from the previous checkpoint" in r.getMessage() for r in caplog.records)
+
+    ckpts = tmp_path / "both_torn" / CHECKPOINTS
+    (ckpts / PREVIOUS).write_bytes(b"")
+    with pytest.raises(RuntimeError) as info:
+        train(tiny_cfg(*run, f"paths.output_dir={tmp_path / 'both_torn'}"))
+    assert "cannot be read" in str(info.value) and "force=true" in str(info.value) and "\n" not in str(info.value)
+
+
+# -- what a run keeps -----------------------------------------------------------------------------------------
+def test_checkpoint_policy_keeps_what_it_says_and_records_it(tiny_cfg, tmp_path):
+    for policy, kept in (("resume", [BEST_WEIGHTS]), ("best", [BEST]), ("none", [])):
+        cfg = tiny_cfg("+roadmap=step00_baseline", SMALL, f"checkpoint={policy}",
+                       f"paths.output_dir={tmp_path / policy}")
+        train(cfg)
+        s = _summary(tmp_path / policy)
+        files = sorted((tmp_path / policy / CHECKPOINTS).glob("*")) if kept else []
+        assert [p.name for p in files] == kept and s["checkpoint"] == policy
+        assert s["checkpoint_kept"] == [f"{CHECKPOINTS}/{name}" for name in kept]
+        assert s["checkpoint_bytes"] == sum(p.stat().st_size for p in files)
+        if policy == "resume":   # the best epoch's weights, without optimizer state, load into the bare model
+            weights = torch.load(files[0], map_location="cpu", weights_only=True)
+            build_model(cfg).load_state_dict(weights["state_dict"])
+            assert "optimizer_states" not in weights
+    with pytest.raises(RunError, match=r"checkpoint='all' is invalid: allowed resume \| best \| none"):
+        train(tiny_cfg("+roadmap=step00_baseline", SMALL, "checkpoint=all", f"paths.output_dir={tmp_path / 'x'}"))
+
+
+# -- the exit code ---------------------------------------------------------------------------------------------
+def test_failures_under_the_joblib_launcher_set_the_exit_code(tmp_path):
+    """Jobs run in worker processes the command never sees into; their recorded outcomes still decide."""
+    proc = run_py("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "+roadmap=step05_kernel7", SMALL,
+                  "model.kernel_size=3,4", "group=jl", log_dir=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "2 job(s), 1 not finished" in out, out
+    assert "model.kernel_size=4 is invalid" in out and "Traceback" not in out
+
+
+# -- config that does what it says -----------------------------------------------------------------------------
+def test_recipe_drop_path_under_a_model_with_its_own_is_refused(tiny_cfg):
+    with pytest.raises(RunError, match=r"recipe.drop_path_rate=0.2 has no effect: .*model.drop_path_rate=0.4"):
+        train(tiny_cfg("model=convnext_small", "recipe=modern", "recipe.drop_path_rate=0.2"))
+
+
+def test_train_and_report_leave_the_record_to_runs():
+    """No file name of the run record is spelled out in the modules that write and read it."""
+    for module in (roadmap.train, roadmap.report):
+        source = inspect.getsource(module)
+        names = (SUMMARY, CHECKPOINTS, LAST, PREVIOUS, BEST, BEST_WEIGHTS, SUPERSEDED, WANDB_ID, RUN_LOG, ".hydra")
+        for name in names:
+            assert f'"{name}' not in source, (module.__name__, name)
