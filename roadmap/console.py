@@ -29,8 +29,10 @@ class _DropLines(logging.Filter):
 
 
 def quiet() -> None:
-    """Silence the known third-party noise; idempotent. Our own warnings (a deprecation in roadmap, a data
-    problem) are untouched: every filter names the module or message it drops."""
+    """Silence the known third-party noise and show our own deprecations; idempotent. Every filter names the
+    module or message it drops, so our other warnings (a data problem) pass untouched."""
+    # Python hides DeprecationWarnings raised outside __main__; ours must reach the user
+    warnings.filterwarnings("default", category=DeprecationWarning, module=r"roadmap(\..*)?$")
     # torch 2.9+ deprecated pytree's LeafSpec; Lightning 2.6 still calls it on every fit (not ours to fix)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated",
                             module=r"lightning\..*")

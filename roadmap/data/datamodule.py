@@ -21,7 +21,7 @@ from roadmap.data.cache import DecodedImages
 from roadmap.data.errors import DataError
 from roadmap.data.folders import FOLDER_LAYOUT, SkipBadImages, check_root, image_folder, stratified_subset
 from roadmap.data.synthetic import SyntheticShapes
-from roadmap.data.transforms import CLASSIC_AUGMENT, BatchNormalize, build_transforms
+from roadmap.data.transforms import BatchNormalize, augment_settings, build_transforms
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class ImageDataModule(L.LightningDataModule):
     root: imagewoof/imagenette: a folder with the fast.ai .tgz (or the archive, or its extracted folder);
         imagenet/folder: an ImageFolder root with train/ and val/; cifar: torchvision's root.
     cache_dir: where archives are extracted once and reused.
-    augment: the recipe's augmentation keys (see `CLASSIC_AUGMENT`); crop_pct: val resize ratio.
+    augment: the recipe's augmentation keys (see `transforms.CLASSIC_AUGMENT`); crop_pct: val resize ratio.
     train_size / val_size: synthetic images generated; train_per_class / val_per_class: a seeded, stratified
         subset of a real dataset (cheap CPU proxies).
     bad_images: "fail" raises on an undecodable image; "skip" warns and substitutes the next sample.
@@ -93,7 +93,7 @@ class ImageDataModule(L.LightningDataModule):
         self.train_size, self.val_size = train_size, val_size
         self.train_per_class, self.val_per_class = train_per_class, val_per_class
         self.bad_images, self.download, self.decoded_cache = bad_images, download, decoded_cache
-        self.interpolation = (augment or {}).get("interpolation", CLASSIC_AUGMENT["interpolation"])
+        self.interpolation = augment_settings(augment)["interpolation"]   # the decoded cache resizes as they do
         self.crop_pct = crop_pct
         self.train_transform, self.val_transform = build_transforms(image_size, augment, crop_pct)
         self.normalize = BatchNormalize(augment)
