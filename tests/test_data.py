@@ -20,7 +20,7 @@ from torchvision.transforms import Normalize
 
 import roadmap.data.datamodule
 from roadmap.config import compose
-from roadmap.data import BatchNormalize, DataError, ImageDataModule, build_transforms, synthesize
+from roadmap.data import BatchNormalize, BatchPool, DataError, ImageDataModule, build_transforms, synthesize
 
 from conftest import make_folder
 
@@ -261,6 +261,35 @@ def test_worker_nice_lowers_the_loader_priority(tmp_path: Path) -> None:
     dm.train_set = Niceness()
     assert next(iter(dm.train_dataloader())).tolist() == [min(os.nice(0) + 5, 19)] * 4   # 19: the most nice
     raises_data_error(lambda: datamodule(worker_nice=-1), "data.worker_nice=-1", "0 to 19")
+
+
+class LoadingProcess(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+        return np.full((2,), os.getpid()), index   # which process loaded the sample
+
+
+def test_batch_processes_load_a_batch_together_reproducibly(tmp_path: Path) -> None:
+    """The pool splits each batch between this process and its own (`data.batch_processes`), and the augmented
+    batch does not depend on how many processes share it: each image has its own seed from this process."""
+    folder = make_folder(tmp_path / "ok", per_class=4)
+    batches = []
+    for processes in (0, 2, 3):
+        dm = datamodule(name="folder", root=str(folder), augment=augment("modern"), batch_processes=processes)
+        dm.setup("fit")
+        torch.manual_seed(0)
+        batches.append(next(iter(dm.train_dataloader())))
+    (x0, y0), (x2, y2), (x3, y3) = batches
+    assert torch.equal(x2, x3) and torch.equal(y2, y3) and x2.dtype == torch.uint8
+    assert x2.shape == x0.shape and not torch.equal(x0, x2)   # same transform, other random draws than in-process
+    pids, indices = next(iter(torch.utils.data.DataLoader(BatchPool(LoadingProcess(), 3), batch_size=8)))
+    assert indices.tolist() == list(range(8)) and len(set(pids[:, 0].tolist()) - {os.getpid()}) == 2
+    assert pids[0, 0] == os.getpid()   # the first share loads here
+    raises_data_error(lambda: datamodule(batch_processes=-1), "data.batch_processes=-1", "integer >= 0")
+    raises_data_error(lambda: datamodule(batch_processes=2, num_workers=1), "data.batch_processes=2",
+                      "data.num_workers=0")
 
 
 # --- archives --------------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from roadmap.data.archives import FASTAI_ARCHIVES, fastai_folder
 from roadmap.data.cache import DecodedImages
 from roadmap.data.errors import DataError
 from roadmap.data.folders import FOLDER_LAYOUT, SkipBadImages, check_root, image_folder, stratified_subset
+from roadmap.data.pool import BatchPool
 from roadmap.data.synthetic import SyntheticShapes
 from roadmap.data.transforms import BatchNormalize, augment_settings, build_transforms
 
@@ -61,6 +62,8 @@ class ImageDataModule(L.LightningDataModule):
     num_workers: loader processes, or "auto"; persistent_workers: keep them across epochs (default: yes).
     worker_nice: added to the loader processes' niceness: on few cores they then use the training threads'
         idle moments instead of preempting them in the middle of a parallel op.
+    batch_processes: > 1: each batch is loaded by this many processes (this one included) while training waits
+        (`BatchPool`), instead of by loader processes working beside it; for few cores, with num_workers=0.
     """
 
     def __init__(self, name: str = "synthetic", root: str | None = None, cache_dir: str = "~/.cache/roadmap",
@@ -69,7 +72,7 @@ class ImageDataModule(L.LightningDataModule):
                  augment: Mapping[str, Any] | None = None, crop_pct: float = 0.875, seed: int = 0,
                  train_size: int = 2000, val_size: int = 500, train_per_class: int | None = None,
                  val_per_class: int | None = None, bad_images: str = "fail", download: bool = False,
-                 decoded_cache: bool = False, worker_nice: int = 0) -> None:
+                 decoded_cache: bool = False, worker_nice: int = 0, batch_processes: int = 0) -> None:
         super().__init__()
         if name not in DATASETS:
             raise DataError(f"unknown data.name '{name}'; allowed: {', '.join(DATASETS)}")
@@ -84,6 +87,12 @@ class ImageDataModule(L.LightningDataModule):
             raise DataError(f"data.num_workers={num_workers!r} is invalid: allowed auto or an integer >= 0")
         if not (isinstance(worker_nice, int) and 0 <= worker_nice <= 19):
             raise DataError(f"data.worker_nice={worker_nice!r} is invalid: allowed an integer from 0 to 19")
+        if not (isinstance(batch_processes, int) and batch_processes >= 0):
+            raise DataError(f"data.batch_processes={batch_processes!r} is invalid: allowed an integer >= 0")
+        if batch_processes > 1 and num_workers != 0:
+            raise DataError(f"data.batch_processes={batch_processes} needs data.num_workers=0 (got {num_workers!r}): "
+                            "the pool loads each batch between steps, loader processes load ahead of them")
+        self.batch_processes = batch_processes
         self.name, self.num_classes, self.image_size = name, num_classes, image_size
         self.root = Path(root).expanduser() if root is not None else None
         self.cache_dir = Path(cache_dir).expanduser()
@@ -134,6 +143,8 @@ class ImageDataModule(L.LightningDataModule):
         if self.batch_size > len(train):
             raise DataError(f"data.batch_size={self.batch_size} exceeds the {len(train)} training images of "
                             f"{self.name}: with drop_last no batch is left; lower data.batch_size or use more data")
+        if self.batch_processes > 1:
+            train, val = BatchPool(train, self.batch_processes), BatchPool(val, self.batch_processes)
         self.train_set, self.val_set = train, val
         if rank_zero_only.rank == 0:
             log.info(self.describe())

@@ -1,0 +1,72 @@
+"""Load each batch in a pool of processes while the training step waits (`data.batch_processes`).
+
+On few cores, DataLoader workers work ahead, during the training step, and preempt its OpenMP threads mid-op:
+each stalled thread holds up the others at the op's barrier. A pool that works only between steps has every core
+for the batch, then gives every core back to the model. Each image is augmented under its own seed, drawn from
+the main process's seeded generator, so a run is reproducible whatever the pool's size.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import random
+import weakref
+from multiprocessing.pool import Pool
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+_DATASETS: dict[int, Dataset] = {}   # what the forked pool processes inherit, by the owner's id
+
+
+def _start() -> None:
+    torch.set_num_threads(1)   # as DataLoader workers do: one thread a process, no OpenMP pool after fork
+
+
+def _load(key: int, indices: list[int], seeds: list[int]) -> tuple[np.ndarray, list[Any]]:
+    images, targets = [], []
+    for index, seed in zip(indices, seeds):
+        random.seed(seed)   # timm's RandAugment draws from random and numpy, torchvision's crop from torch
+        np.random.seed(seed % 2**32)
+        torch.default_generator.manual_seed(seed)
+        image, target = _DATASETS[key][index]
+        images.append(np.asarray(image))
+        targets.append(target)
+    return np.stack(images), targets
+
+
+class BatchPool(Dataset):
+    """`dataset`, fetched a batch at a time by `processes` forked processes (the DataLoader's `__getitems__`)."""
+
+    def __init__(self, dataset: Dataset, processes: int) -> None:
+        self.dataset, self.processes = dataset, processes
+        self._pool: Pool | None = None
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Any:
+        return self.dataset[index]
+
+    def __getattr__(self, name: str) -> Any:   # classes, targets, ... of the wrapped dataset
+        if name == "dataset":
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+    def pool(self) -> Pool:
+        if self._pool is None:
+            _DATASETS[id(self)] = self.dataset
+            self._pool = mp.get_context("fork").Pool(self.processes - 1, initializer=_start)
+            weakref.finalize(self, self._pool.terminate)
+        return self._pool
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, Any]]:
+        """The first share of the batch loads here while the pool's processes load the others."""
+        seeds = torch.randint(2**62, (len(indices),)).tolist()
+        shares = [(id(self), [indices[i] for i in c], [seeds[i] for i in c])
+                  for c in np.array_split(np.arange(len(indices)), self.processes)]
+        pending = [self.pool().apply_async(_load, share) for share in shares[1:]]
+        parts = [_load(*shares[0]), *(p.get() for p in pending)]
+        return [(torch.from_numpy(image), target) for images, targets in parts
+                for image, target in zip(images, targets)]
