@@ -4,10 +4,14 @@ import sys
 from pathlib import Path
 
 import hydra
+from hydra.errors import HydraException
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from roadmap.config import ROOT
+from roadmap.console import FULL_ERROR_ENV
 from roadmap.runs import launch, launched_jobs
+from roadmap.schema import config_error
 from roadmap.train import run_job
 
 
@@ -30,11 +34,20 @@ if __name__ == "__main__":
     # the jobs record themselves in a launch file, whichever process or node runs them: the exit code and the
     # closing lines come from there, not from this process's memory
     log_dir = Path(os.environ.get("ROADMAP_OUTPUT_DIR", ROOT / "outputs"))
+    # Hydra raises a composition error (a wrong type, an unknown key) only under HYDRA_FULL_ERROR, else prints it
+    # over several lines: raised, it is printed below as one line, unless the user asked for the traceback
+    os.environ.setdefault(FULL_ERROR_ENV, os.environ.get("HYDRA_FULL_ERROR", "0"))
+    os.environ["HYDRA_FULL_ERROR"] = "1"
     code = 0
     with launch(log_dir) as record:
         try:
             main()
-        except SystemExit as e:   # Hydra's own errors, and an interruption that ended the command
+        except (HydraException, OmegaConfBaseException) as e:
+            if os.environ[FULL_ERROR_ENV] == "1":
+                raise
+            print(f"config error: {config_error(e)}", file=sys.stderr)
+            code = 1
+        except SystemExit as e:   # an interruption that ended the command
             code = e.code if isinstance(e.code, int) else 1
         finally:   # HYDRA_FULL_ERROR=1 lets a traceback through: the record goes all the same
             jobs = launched_jobs(record)

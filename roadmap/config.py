@@ -31,6 +31,9 @@ def _wandb_offline() -> bool:
 
 
 def register_resolvers() -> None:
+    """The resolvers conf/ uses, and the config groups' typed schemas (`roadmap.schema`) in Hydra's ConfigStore."""
+    from roadmap import schema   # imports the builders, which import this module
+    schema.store()
     for name, fn in {"roadmap_root": lambda: str(ROOT), "run_label": _run_label, "run_subdir": run_subdir,
                      "checkpoint_dir": checkpoint_dir, "swin_window": _swin_window,
                      "wandb_offline": _wandb_offline}.items():

@@ -3,12 +3,23 @@ output copied into its run.log."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
+
+# run.py sets HYDRA_FULL_ERROR=1 so that Hydra raises a composition error (run.py prints it as one line) instead of
+# printing it over several; the user's own HYDRA_FULL_ERROR (full tracebacks) travels here, to every job.
+FULL_ERROR_ENV = "ROADMAP_FULL_ERROR"
+
+
+def full_tracebacks() -> bool:
+    """Whether the user asked for full tracebacks (HYDRA_FULL_ERROR=1 on the command line)."""
+    return os.environ.get(FULL_ERROR_ENV, os.environ.get("HYDRA_FULL_ERROR")) == "1"
+
 
 # Lightning's INFO lines that repeat for every job of a sweep and say nothing about the run.
 LIGHTNING_NOISE = (

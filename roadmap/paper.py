@@ -16,3 +16,9 @@ def table10() -> pd.DataFrame:
 def baselines() -> pd.DataFrame:
     """Table 1's ImageNet-1K baselines, keyed by the timm model name a baseline run is called by."""
     return pd.read_csv(PAPER_DIR / "baselines.csv")
+
+
+def run_order() -> list[str]:
+    """Run names in the paper's order: Table 10's steps, then Table 1's ViT baselines (by their model config)."""
+    configs = {"deit_small_patch16_224": "deit_small", "swin_tiny_patch4_window7_224": "swin_tiny"}
+    return [*table10()["step"], *(configs[m] for m in baselines()["timm_model"] if m in configs)]

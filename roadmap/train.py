@@ -21,14 +21,16 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from roadmap import build_model
+from roadmap import build_model, paper
 from roadmap.callbacks import LineProgress, Preemption
 from roadmap.checkpoints import POLICIES, AtomicCheckpointIO, keep_after_finish, load_weights_only, readable_last
 from roadmap.config import ROOT
-from roadmap.console import console_to, quiet
+from roadmap.console import console_to, full_tracebacks, quiet
+from roadmap.dashboard import ORDER
 from roadmap.data import usable_cores
 from roadmap.models import profile
 from roadmap.module import Classifier
@@ -232,7 +234,7 @@ def _train(cfg: DictConfig, run_dir: Path, record: dict[str, Any]) -> Summary:
     started = time.perf_counter()
     summary = Summary(
         name=cfg.name, step=cfg.roadmap.step, step_name=cfg.roadmap.name, variant=_variant(cfg.name),
-        paper_top1=cfg.roadmap.paper_top1, paper_gmacs=cfg.roadmap.paper_gmacs, group=cfg.group,
+        paper_top1=_paper_top1(cfg), paper_gmacs=cfg.roadmap.paper_gmacs, group=cfg.group,
         recipe=cfg.recipe.name, data=cfg.data.name, num_classes=cfg.data.num_classes,
         image_size=cfg.data.image_size, epochs=cfg.trainer.max_epochs, precision=resolve_precision(cfg),
         seed=cfg.seed, git_commit=git_commit(), run_dir=str(run_dir.resolve()), checkpoint=cfg.checkpoint,
@@ -263,9 +265,9 @@ def _train(cfg: DictConfig, run_dir: Path, record: dict[str, Any]) -> Summary:
                             record=record)
         loggers = _loggers(cfg, run_dir)
         trainer = _trainer(cfg, run_dir, loggers)
-        for lg in loggers:
-            lg.log_hyperparams({**_plain(cfg), "profile": {"params": summary.params, "gmacs": summary.gmacs,
-                                                           "gmacs_224": summary.gmacs_224}})
+        for lg in loggers:   # flat keys (model.kernel_size, roadmap.step): what dashboards group and filter by
+            lg.log_hyperparams({**record["config"], "params": summary.params, "gmacs": summary.gmacs,
+                                "gmacs_224": summary.gmacs_224})
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
         if trainer.interrupted:
             summary.status, summary.error = "interrupted", "interrupted; rerun the same command to resume"
@@ -279,6 +281,7 @@ def _train(cfg: DictConfig, run_dir: Path, record: dict[str, Any]) -> Summary:
             kept = keep_after_finish(run_dir / CHECKPOINTS, cfg.checkpoint)
             summary.checkpoint_kept = [str(p.relative_to(run_dir)) for p in kept]
             summary.checkpoint_bytes = sum(p.stat().st_size for p in kept)
+            _final_metrics(loggers, summary)
         return summary
     except BaseException as e:
         summary.status, summary.error = _status(e), one_line(e)
@@ -290,6 +293,25 @@ def _train(cfg: DictConfig, run_dir: Path, record: dict[str, Any]) -> Summary:
             summary.write(run_dir)
             log.info(closing_line(summary))
         _finish_wandb()
+
+
+def _paper_top1(cfg: DictConfig) -> float | None:
+    """The paper's ImageNet top-1 for this run: its roadmap step's (Table 10), or its timm baseline's (Table 1)."""
+    if cfg.roadmap.paper_top1 is not None:
+        return cfg.roadmap.paper_top1
+    table1 = paper.baselines().set_index("timm_model")["top1"]
+    return float(table1[cfg.model.model_name]) if cfg.model.get("model_name") in table1 else None
+
+
+def _final_metrics(loggers: list[Any], summary: Summary) -> None:
+    """The run's final numbers into W&B's run summary, which tables and bar charts read (history holds the
+    curves, and its last val/acc1 is not the final-epoch top-1 of a run that resumed)."""
+    order = paper.run_order()
+    final = {k: v for k, v in summary.row().items() if isinstance(v, (int, float))}
+    final[ORDER] = order.index(summary.name) if summary.name in order else len(order)   # the dashboard sorts by it
+    for lg in loggers:
+        if isinstance(lg, WandbLogger):
+            lg.experiment.summary.update(final)
 
 
 def closing_line(summary: Summary) -> str:
@@ -342,7 +364,7 @@ def run_job(cfg: DictConfig) -> float | None:
         print(f"{cfg.get('name', 'job')} (seed {cfg.get('seed')}): {e}", file=sys.stderr)
         return None
     except Exception as e:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        if full_tracebacks():
             raise
         log.error(f"{cfg.get('name', 'job')} (seed {cfg.get('seed')}): {one_line(e)}")
         return None

@@ -14,11 +14,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from hydra.errors import HydraException
+
 import roadmap.report
 import roadmap.train
-from roadmap import build_model
+from roadmap import build_model, compose
 from roadmap.runs import (BEST, BEST_WEIGHTS, CHECKPOINTS, LAST, PREVIOUS, RUN_LOG, SUMMARY, SUPERSEDED, WANDB_ID,
                           run_lock)
+from roadmap.schema import config_error
 from roadmap.train import RunError, train
 
 from conftest import REPO, TINY, run_py
@@ -174,6 +177,28 @@ def test_failures_under_the_joblib_launcher_set_the_exit_code(tmp_path):
 def test_recipe_drop_path_under_a_model_with_its_own_is_refused(tiny_cfg):
     with pytest.raises(RunError, match=r"recipe.drop_path_rate=0.2 has no effect: .*model.drop_path_rate=0.4"):
         train(tiny_cfg("model=convnext_small", "recipe=modern", "recipe.drop_path_rate=0.2"))
+
+
+def test_a_mistyped_value_fails_at_composition_in_one_line_naming_the_key(tmp_path):
+    """The typed schema (roadmap.schema) stops a wrong type before anything runs: one line, the full key."""
+    proc = run_py("data.image_size=abc", log_dir=tmp_path)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert lines[-1] == "config error: data.image_size: Value 'abc' of type 'str' could not be converted to Integer"
+    assert not list(tmp_path.rglob(SUMMARY)) and not list(tmp_path.rglob("config.yaml"))
+
+
+@pytest.mark.parametrize("override,line", [
+    ("recipe.lr=fast", "recipe.lr: Value 'fast' of type 'str' could not be converted to Float"),
+    ("trainer.max_epochs=many", "trainer.max_epochs: Value 'many' of type 'str' could not be converted to Integer"),
+    ("model.kernel_sise=7", "model.kernel_sise is not a key of model; allowed: depths, widths, stem_width,"),
+    ("data.batch_size=1.5", "data.batch_size: Value '1.5' of type 'float' could not be converted to Integer"),
+    ("recipe.augment.re_mode=[1]", "recipe.augment.re_mode: Cannot convert 'list' to string: '[1]'"),
+])
+def test_schema_errors_name_the_full_key(override, line):
+    with pytest.raises(HydraException) as info:
+        compose([override])
+    assert "\n" not in config_error(info.value) and config_error(info.value).startswith(line)
 
 
 def test_train_and_report_leave_the_record_to_runs():

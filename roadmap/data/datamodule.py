@@ -228,6 +228,12 @@ class ImageDataModule(L.LightningDataModule):
         x, y = batch
         return self.normalize(x, train=self.trainer is not None and self.trainer.training), y
 
+    def teardown(self, stage: str) -> None:
+        """End the batch pools' processes with the job, not with the sweep that runs it."""
+        for dataset in (self.train_set, self.val_set):
+            if isinstance(dataset, BatchPool):
+                dataset.close()
+
     def train_dataloader(self) -> DataLoader:
         return self._loader(self._sets()[0], train=True)
 

@@ -1,0 +1,175 @@
+"""Typed schemas for the `model`, `recipe`, `data` and `trainer` config groups (Hydra structured configs).
+
+Each YAML file of those groups starts from its schema (`defaults: [<schema>, _self_]`), so a wrong type or an
+unknown key fails when Hydra composes, naming the full key, before anything runs. The builders' schemas are
+derived from their constructors' signatures, so a key's type, default and meaning (the docstring) live in one
+place; the recipe and trainer keys are documented here, their values in conf/recipe/ and conf/trainer/.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, make_dataclass
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+from roadmap.data import ImageDataModule
+from roadmap.data.transforms import CLASSIC_AUGMENT
+from roadmap.models import RoadmapNet
+
+PRIMITIVES = (int, float, bool, str)
+
+
+def _field_type(annotation: Any) -> Any:
+    """A constructor's annotation as OmegaConf can enforce it: primitives, Optional, lists; else Any."""
+    if annotation in PRIMITIVES:
+        return annotation
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1 and len(args) == 2:
+            inner = _field_type(rest[0])
+            return Any if inner is Any else Optional[inner]
+        return Any   # int | str ("auto") and the like: checked by the constructor
+    if origin in (list, Sequence, tuple) and args and args[0] in PRIMITIVES:
+        return List[args[0]]  # type: ignore[valid-type]
+    return Any   # mappings too: they are often interpolations (data.augment: ${recipe.augment}), typed there
+
+
+def signature_schema(name: str, target: Callable, required: Sequence[str] = ()) -> type:
+    """A dataclass with `target`'s keyword parameters (types and defaults from its signature) and `_target_`;
+    the `required` ones have no default: each config must set them (a YAML's `???` cannot unset a default)."""
+    hints = typing.get_type_hints(target.__init__ if inspect.isclass(target) else target)
+    fields: list[tuple[str, Any, Any]] = [("_target_", str, field(default=f"{target.__module__}.{target.__name__}"))]
+    for param in inspect.signature(target).parameters.values():
+        if param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
+            continue
+        default = param.default
+        if default is inspect.Parameter.empty or param.name in required:
+            spec = field(default=MISSING)
+        elif isinstance(default, (list, tuple, dict)):
+            spec = field(default_factory=lambda d=default: list(d) if isinstance(d, tuple) else d)
+        else:
+            spec = field(default=default)
+        fields.append((param.name, _field_type(hints.get(param.name, Any)), spec))
+    return make_dataclass(name, fields)
+
+
+@dataclass
+class AugmentSchema:
+    """timm's train transform keys (`roadmap.data.transforms`); unset keys take the classic recipe's values."""
+    auto_augment: Optional[str] = CLASSIC_AUGMENT["auto_augment"]  # timm's policy string, e.g. rand-m9-mstd0.5-inc1
+    re_prob: float = CLASSIC_AUGMENT["re_prob"]           # random erasing probability
+    re_mode: str = CLASSIC_AUGMENT["re_mode"]             # erased pixels: const | rand | pixel (per-pixel noise)
+    re_count: int = CLASSIC_AUGMENT["re_count"]           # at most this many boxes an image
+    interpolation: str = CLASSIC_AUGMENT["interpolation"]  # resize filter: bilinear | bicubic
+    scale: List[float] = field(default_factory=lambda: list(CLASSIC_AUGMENT["scale"]))  # RandomResizedCrop area
+    hflip: float = CLASSIC_AUGMENT["hflip"]               # horizontal flip probability
+    color_jitter: Optional[float] = CLASSIC_AUGMENT["color_jitter"]
+
+
+RoadmapNetSchema = signature_schema("RoadmapNetSchema", RoadmapNet)
+DataSchema = signature_schema("DataSchema", ImageDataModule, required=("num_classes",))   # augment: typed in recipe
+
+
+@dataclass
+class RecipeSchema:
+    """A training recipe (conf/recipe/): what `roadmap.module.Classifier` trains with."""
+    name: str = MISSING
+    epochs: int = MISSING                   # the recipe's schedule length; trainer.max_epochs may compress it
+    optimizer: str = MISSING                # timm's optimizer name: momentum (SGD) | adamw | ...
+    momentum: Optional[float] = MISSING
+    betas: Optional[List[float]] = MISSING
+    lr: float = MISSING                     # per base_batch_size images; scaled by the effective batch size
+    lr_scaling: str = MISSING               # lr x (effective batch / base_batch_size)^k: linear | sqrt | none
+    base_batch_size: int = MISSING
+    weight_decay: float = MISSING
+    schedule: str = MISSING                 # cosine (linear warmup then cosine, per step) | step
+    decay_epochs: Optional[float] = MISSING  # step schedule: lr x decay_rate every decay_epochs (of `epochs`)
+    decay_rate: Optional[float] = MISSING
+    warmup_epochs: float = MISSING          # of `epochs`; compressed proportionally if the run is shorter
+    min_lr: float = MISSING
+    label_smoothing: float = MISSING
+    mixup: float = MISSING                  # alphas; 0 turns each off
+    cutmix: float = MISSING
+    mix_prob: float = MISSING
+    switch_prob: float = MISSING
+    drop_path_rate: float = MISSING         # stochastic depth
+    layer_scale_init: float = MISSING       # 0: no layer scale
+    ema: bool = MISSING                     # an EMA of the weights, evaluated beside them
+    ema_decay: float = MISSING
+    grad_clip: Optional[float] = MISSING
+    augment: AugmentSchema = field(default_factory=AugmentSchema)
+
+
+@dataclass
+class TrainerSchema:
+    """Lightning Trainer arguments (conf/trainer/default.yaml), plus three model-side switches train.py applies."""
+    accelerator: str = MISSING              # auto | cpu | gpu
+    devices: Any = MISSING                  # auto | a count | a list of ids
+    num_nodes: int = MISSING
+    strategy: str = MISSING                 # auto: DDP when several devices or nodes are used
+    precision: str = MISSING                # auto: bf16-mixed on GPU and on CPUs with native bf16, else 32-true
+    max_epochs: int = MISSING
+    accumulate_grad_batches: int = MISSING
+    gradient_clip_val: Optional[float] = MISSING
+    deterministic: Any = MISSING            # true | false | warn
+    benchmark: Any = MISSING                # cudnn.benchmark; auto: on with a GPU unless deterministic
+    log_every_n_steps: int = MISSING
+    limit_train_batches: Any = MISSING      # null | a batch count (int) | a fraction (float)
+    limit_val_batches: Any = MISSING
+    fast_dev_run: Any = MISSING             # false | true | a batch count
+    profiler: Optional[str] = None          # simple | advanced | pytorch
+    channels_last: Any = MISSING            # auto: on with a GPU or oneDNN on the CPU (x86), off elsewhere
+    cpu_threads: Any = MISSING              # torch threads on CPU; auto: the cores per process
+    compile: bool = MISSING                 # torch.compile the model
+
+
+@dataclass
+class ViTSchema:
+    """A timm transformer baseline, scaled by `roadmap.models.scaled_vit`."""
+    _target_: str = "roadmap.models.scaled_vit"
+    model_name: str = MISSING               # timm's name
+    pretrained: bool = False
+    embed_dim: int = MISSING                # timm's; x width_mult
+    num_heads: Any = MISSING                # an int, or one per stage (Swin); x width_mult
+    width_mult: float = 1.0
+    num_classes: int = MISSING
+    img_size: int = MISSING
+    drop_path_rate: float = MISSING
+
+
+@dataclass
+class SwinSchema(ViTSchema):
+    window_size: int = MISSING              # must tile the token grid of every stage
+
+
+SCHEMAS = {("model", "roadmap_net_schema"): RoadmapNetSchema, ("model", "vit_schema"): ViTSchema,
+           ("model", "swin_schema"): SwinSchema, ("recipe", "recipe_schema"): RecipeSchema,
+           ("data", "data_schema"): DataSchema, ("trainer", "trainer_schema"): TrainerSchema}
+
+
+def config_error(err: BaseException) -> str:
+    """A composition error as one line naming the full key and what it allows (Hydra prints several)."""
+    cause = err.__cause__ if isinstance(err.__cause__, OmegaConfBaseException) else err
+    key = getattr(cause, "full_key", None)
+    if not isinstance(cause, OmegaConfBaseException) or not key:
+        return " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and dataclasses.is_dataclass(cause.object_type):
+        parent = key.rpartition(".")[0] or "the config"
+        keys = ", ".join(f.name for f in dataclasses.fields(cause.object_type) if not f.name.startswith("_"))
+        return f"{key} is not a key of {parent}; allowed: {keys}"
+    return f"{key}: {cause.msg.splitlines()[0]}"
+
+
+def store() -> None:
+    """Put the schemas in Hydra's ConfigStore, where the group YAML files name them in their defaults."""
+    cs = ConfigStore.instance()
+    for (group, name), schema in SCHEMAS.items():
+        cs.store(group=group, name=name, node=schema)
