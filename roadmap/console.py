@@ -27,6 +27,8 @@ LIGHTNING_NOISE = (
     "GPU available:",     # hardware probes: the summary records the precision and the run.log the device
     "TPU available:",
     "HPU available:",
+    "Using bfloat16 Automatic Mixed Precision",   # the summary records the precision that ran
+    "Loading `train_dataloader` to estimate",     # Lightning's internal step count, before every fit
 )
 
 
@@ -55,9 +57,9 @@ def quiet() -> None:
         if not any(isinstance(f, _DropLines) for f in target.filters):
             target.addFilter(_DropLines(LIGHTNING_NOISE))
     if logging.getLogger().handlers:   # under Hydra: Lightning's lines go through its handlers, run.log included
-        for name in ("lightning.pytorch", "lightning.fabric"):
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
             lightning = logging.getLogger(name)
-            lightning.handlers.clear()   # the private console handler it adds when imported before Hydra
+            lightning.handlers.clear()   # the private console handlers it adds when imported: each line once
             lightning.propagate = True
 
 

@@ -146,10 +146,11 @@ def trajectory_table(runs: pd.DataFrame, metric: str = "acc1") -> pd.DataFrame:
 
 def add_efficiency(table: pd.DataFrame, bench_csv: str | Path) -> pd.DataFrame:
     """Each row's job efficiency: its runs' train img/s (data loading, logging and all) over the model's own
-    train img/s in `python -m roadmap.bench --csv` at the same model, image size, batch and precision."""
+    train img/s in `python -m roadmap.bench --csv` at the same model, image size, batch and precision. A CSV of
+    several bench invocations gives each model its median: on few cores one invocation can be 20 % off."""
     bench = pd.read_csv(bench_csv)
     ours = bench[bench["role"] == "ours"]
-    model = dict(zip(ours["model"].str.rsplit("/", n=1).str[-1], ours["train_img_s"]))  # baselines/deit_small
+    model = ours.groupby(ours["model"].str.rsplit("/", n=1).str[-1])["train_img_s"].median().to_dict()
     table = table.assign(model_img_per_s=table["row"].map(model))
     return table.assign(job_efficiency=table["train_img_per_s"] / table["model_img_per_s"])
 

@@ -304,11 +304,11 @@ def _paper_top1(cfg: DictConfig) -> float | None:
 
 
 def _final_metrics(loggers: list[Any], summary: Summary) -> None:
-    """The run's final numbers into W&B's run summary, which tables and bar charts read (history holds the
-    curves, and its last val/acc1 is not the final-epoch top-1 of a run that resumed)."""
+    """The run's final numbers (summary.json's fields) into its W&B summary, where tables and bar charts read
+    them, and its place in the paper's order, which the dashboard sorts by (roadmap.dashboard)."""
     order = paper.run_order()
     final = {k: v for k, v in summary.row().items() if isinstance(v, (int, float))}
-    final[ORDER] = order.index(summary.name) if summary.name in order else len(order)   # the dashboard sorts by it
+    final[ORDER] = order.index(summary.name) if summary.name in order else len(order)
     for lg in loggers:
         if isinstance(lg, WandbLogger):
             lg.experiment.summary.update(final)

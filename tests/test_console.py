@@ -8,7 +8,8 @@ from roadmap.runs import RUN_LOG
 
 from conftest import run_py
 
-NOISE = ("litlogger", "LeafSpec", "GPU available", "TPU available", "smaller than the logging interval")
+NOISE = ("litlogger", "LeafSpec", "GPU available", "TPU available", "smaller than the logging interval",
+         "Automatic Mixed Precision", "to estimate number of stepping batches", "INFO: ")   # "INFO: " a 2nd copy
 
 
 def test_run_log_holds_the_console_and_the_noise_is_gone(tmp_path):
@@ -24,6 +25,15 @@ def test_run_log_holds_the_console_and_the_noise_is_gone(tmp_path):
     assert str(log.parent) in text
     for noise in NOISE:   # TINY's 2-batch epochs would trigger Lightning's log_every_n_steps warning
         assert noise not in out, noise
+    assert out.count("`Trainer.fit` stopped") == 1   # Lightning's lines once, through Hydra's handler
+
+
+def test_a_sweep_prints_no_per_job_banner(tmp_path):
+    proc = run_py("-m", "+roadmap=step00_baseline", "model.width_mult=0.25", "seed=0,1", log_dir=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "2 job(s), 0 not finished" in out, out
+    assert "Launching 2 jobs" not in out and "#1 : " not in out
+    assert len(out.splitlines()) <= 2 * 4 + 3, out   # per job: data, epoch, fit stopped, closing; then the summary
 
 
 def test_our_own_warnings_still_show():
