@@ -153,10 +153,10 @@ SCHEMA = [f.name for f in dataclasses.fields(Summary) if f.name != "config"]
 # Keys that say where or how fast a run goes, not what it trains: a run resumed or skipped on another machine,
 # with other paths, loggers or loader processes, is the same run.
 RUNTIME_KEYS = ("force", "ckpt_path", "checkpoint", "paths", "logger", "callbacks", "data.root", "data.cache_dir",
-                "data.num_workers", "data.batch_processes", "data.worker_nice", "data.pin_memory", "data.persistent_workers",
-                "data.download", "trainer.accelerator", "trainer.devices", "trainer.num_nodes", "trainer.strategy",
-                "trainer.cpu_threads", "trainer.channels_last", "trainer.compile", "trainer.benchmark",
-                "trainer.log_every_n_steps")
+                "data.num_workers", "data.batch_processes", "data.worker_nice", "data.pin_memory",
+                "data.persistent_workers", "data.download", "trainer.accelerator", "trainer.devices",
+                "trainer.num_nodes", "trainer.strategy", "trainer.cpu_threads", "trainer.channels_last",
+                "trainer.compile", "trainer.benchmark", "trainer.log_every_n_steps")
 
 
 def flat_config(cfg: DictConfig) -> dict[str, Any]:

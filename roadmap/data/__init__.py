@@ -1,7 +1,7 @@
 """Image datasets behind one LightningDataModule: a learnable synthetic set, fast.ai's Imagewoof/Imagenette
 archives, CIFAR and any ImageFolder (ImageNet), all fed through timm's train/val transforms. One file a job:
-errors, transforms, synthetic, folders, archives, cache (decoded images), pool (batches
-loaded by several processes), datamodule."""
+errors, transforms, synthetic, folders, archives, cache (decoded images), pool (a batch loaded by several
+processes), datamodule."""
 from roadmap.data.archives import FASTAI_ARCHIVES, extract_once, fastai_folder
 from roadmap.data.cache import DecodedImages
 from roadmap.data.datamodule import DATASETS, ImageDataModule, usable_cores
@@ -11,6 +11,7 @@ from roadmap.data.pool import BatchPool
 from roadmap.data.synthetic import SyntheticShapes, synthesize
 from roadmap.data.transforms import CLASSIC_AUGMENT, BatchNormalize, build_transforms
 
-__all__ = ["BadImageError", "BatchNormalize", "BatchPool", "CLASSIC_AUGMENT", "DATASETS", "DataError", "DecodedImages",
-           "FASTAI_ARCHIVES", "ImageDataModule", "SkipBadImages", "SyntheticShapes", "build_transforms",
-           "extract_once", "fastai_folder", "image_folder", "load_rgb", "stratified_subset", "synthesize", "usable_cores"]
+__all__ = ["BadImageError", "BatchNormalize", "BatchPool", "CLASSIC_AUGMENT", "DATASETS", "DataError",
+           "DecodedImages", "FASTAI_ARCHIVES", "ImageDataModule", "SkipBadImages", "SyntheticShapes",
+           "build_transforms", "extract_once", "fastai_folder", "image_folder", "load_rgb", "stratified_subset",
+           "synthesize", "usable_cores"]
