@@ -19,7 +19,6 @@ from typing import Any
 from roadmap import paper
 from roadmap.models.roadmap_net import CHOICES
 
-STEP = "roadmap.step"     # config key the runs are grouped by (steps; baselines have none, so their `name`)
 NAME = "name"             # a run's label: its step, or its model config's name (deit_small, swin_tiny)
 ORDER = "roadmap.order"   # summary key: the row's place in the paper's order (steps, then baselines)
 FINAL = ["acc1", "paper_top1"]   # summary keys of the final-accuracy chart
