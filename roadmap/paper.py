@@ -18,6 +18,11 @@ def baselines() -> pd.DataFrame:
     return pd.read_csv(PAPER_DIR / "baselines.csv")
 
 
+def convnextv2() -> pd.DataFrame:
+    """ConvNeXt V2's published ImageNet-1K numbers (FCMAE pre-trained, then fine-tuned), with their source."""
+    return pd.read_csv(PAPER_DIR / "convnextv2.csv")
+
+
 def run_order() -> list[str]:
     """Run names in the paper's order: Table 10's steps, then Table 1's ViT baselines (by their model config)."""
     configs = {"deit_small_patch16_224": "deit_small", "swin_tiny_patch4_window7_224": "swin_tiny"}

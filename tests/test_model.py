@@ -8,7 +8,7 @@ import torchvision
 
 from roadmap import build_model, compose, profile
 from roadmap.models import RoadmapNet, from_timm_convnext, from_torchvision_resnet
-from roadmap.paper import table10
+from roadmap.paper import convnextv2, table10
 
 from conftest import STEPS
 
@@ -47,7 +47,7 @@ def test_gmacs_match_table10(row, overrides, gmacs):
 
 def test_step_configs_record_paper_numbers():
     paper = table10().set_index("step")
-    for step in STEPS:
+    for step in paper.index.intersection(STEPS):
         cfg = compose([f"+roadmap={step}"])
         assert cfg.roadmap.paper_top1 == paper.loc[step, "top1"]
         assert cfg.roadmap.paper_gmacs == paper.loc[step, "gmacs"]
@@ -75,6 +75,7 @@ def test_step00_is_torchvision_resnet50():
     (["model=convnext_tiny"], "convnext_tiny", 28_589_128),
     (["model=convnext_small"], "convnext_small", None),
     (["model=convnext_base"], "convnext_base", None),
+    (["model=convnextv2_base"], "convnextv2_base", None),
 ])
 def test_convnext_matches_timm(overrides, timm_name, params):
     torch.manual_seed(0)
@@ -90,7 +91,27 @@ def test_convnext_matches_timm(overrides, timm_name, params):
         assert (ours(x) - ref(x)).abs().max() <= 1e-4
 
 
+@pytest.mark.parametrize("overrides", [["+roadmap=step08_grn"], ["model=convnextv2_tiny"]])
+def test_step08_is_timms_convnextv2_tiny(overrides):
+    """Step 08 = ConvNeXt V2-T: GRN on the 4x hidden features, no layer scale; same parameters, same logits."""
+    torch.manual_seed(0)
+    ours = _model(*overrides).eval()
+    ref = timm.create_model("convnextv2_tiny").eval()
+    for name, p in ref.named_parameters():   # timm zero-inits GRN (an identity): give it weights to carry
+        if ".grn." in name:
+            torch.nn.init.normal_(p, std=0.5)
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in ref.parameters()) == 28_635_496
+    from_timm_convnext(ours, ref)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert (ours(x) - ref(x)).abs().max() <= 1e-4
+    v2 = convnextv2().set_index("step").loc["step08_grn"]
+    assert profile(_model(*overrides), image_size=224)["gmacs"] == pytest.approx(v2["gmacs"], abs=0.05)
+    assert compose(overrides).roadmap.paper_gmacs in (None, v2["gmacs"])
+
+
 @pytest.mark.parametrize("kwargs,field,allowed", [
+    ({"grn": True}, "grn", "block='inverted'"),
     ({"kernel_size": 4}, "kernel_size", "odd integer"),
     ({"kernel_size": -3}, "kernel_size", "odd integer"),
     ({"stem": "conv"}, "stem", "'resnet' | 'patchify'"),

@@ -113,6 +113,16 @@ def _check_no_decay_on_norms_and_biases(opt, wd):
         assert all((p.ndim <= 1) == (g["weight_decay"] == 0.0) for p in g["params"])
 
 
+def test_grn_parameters_get_no_weight_decay(tiny_cfg):
+    """Step 08: GRN's gamma/beta stay out of weight decay, as the ConvNeXt V2 authors advise."""
+    module = _fit_one_batch(tiny_cfg("+roadmap=step08_grn", SMALL))
+    opt = module.trainer.optimizers[0]
+    grn = {id(p) for name, p in module.model.named_parameters() if ".grn" in name}
+    no_decay = {id(p) for g in opt.param_groups if g["weight_decay"] == 0.0 for p in g["params"]}
+    assert len(grn) == 2 * 18 and grn <= no_decay   # gamma and beta in each of the 18 blocks
+    _check_no_decay_on_norms_and_biases(opt, 0.05)
+
+
 def test_schedule_is_compressed_to_the_run(tiny_cfg):
     """300-epoch recipe with 20 warmup epochs, run for 3 epochs: warmup is 1/15 of the run, then cosine."""
     cfg = tiny_cfg("+roadmap=step01_modern_training", SMALL, "trainer.max_epochs=3", "trainer.limit_train_batches=5")

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from timm.layers import DropPath, LayerNorm2d
+from timm.layers.grn import GlobalResponseNorm
 from torchvision.ops import Permute
 
 ACT_LAYERS: dict[str, Callable[[], nn.Module]] = {
@@ -85,7 +86,8 @@ class Block(nn.Module):
       inverted, dw top:          kxk in->in depthwise, 1x1 in->4C, 1x1 4C->C                (output C)
     `norms='every'` puts a norm after each conv; `'single'` keeps one, after the spatial conv (the ConvNeXt
     block). `activations='every'` puts one after each conv but the last and one after the addition (ResNet);
-    `'single'` keeps one, on the 4x hidden expansion (between the two 1x1 convs when dw is on top).
+    `'single'` keeps one, on the 4x hidden expansion (between the two 1x1 convs when dw is on top). `grn` adds
+    ConvNeXt V2's Global Response Normalization after that activation (Woo et al., CVPR 2023).
     A stride > 1 sits on the spatial conv (torchvision's ResNet v1.5), with a conv+norm projection shortcut.
 
     Layout: a bottleneck is NCHW throughout. An inverted block works channels-last (NHWC) everywhere but its kxk
@@ -96,7 +98,7 @@ class Block(nn.Module):
     def __init__(self, in_chs: int, width: int, *, stride: int = 1, block: str = "bottleneck",
                  depthwise: bool = False, dw_position: str = "middle", kernel_size: int = 3,
                  act: str = "relu", activations: str = "every", norm: str = "batchnorm",
-                 norms: str = "every", layer_scale_init: float = 0.0, drop_path: float = 0.0):
+                 norms: str = "every", grn: bool = False, layer_scale_init: float = 0.0, drop_path: float = 0.0):
         super().__init__()
         hidden = 4 * width
         if block == "bottleneck":
@@ -130,6 +132,8 @@ class Block(nn.Module):
                 layers.append((f"norm{i + 1}", (NHWC_NORM_LAYERS if nhwc else NORM_LAYERS)[norm](cout), nhwc))
             if has_act:
                 layers.append((f"act{i + 1}", ACT_LAYERS[act](), nhwc))
+            if grn and i == expand:   # ConvNeXt V2: Global Response Normalization on the 4x hidden features
+                layers.append((f"grn{i + 1}", GlobalResponseNorm(cout, channels_last=nhwc), nhwc))
         self.branch = nn.Sequential(_permuted(layers))
         self.gamma = nn.Parameter(torch.full((out_chs,), layer_scale_init)) if layer_scale_init > 0 else None
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()

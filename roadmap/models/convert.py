@@ -1,4 +1,5 @@
-"""Load reference weights into RoadmapNet: torchvision's ResNet-50 (step 00) and timm's ConvNeXt (step 07).
+"""Load reference weights into RoadmapNet: torchvision's ResNet-50 (step 00) and timm's ConvNeXt (step 07) and
+ConvNeXt V2 (step 08).
 
 These conversions are the proof that the builder is exactly the published architecture: same parameters,
 same logits. They map state-dict keys only; tensors are copied unchanged, except that ConvNeXt's Linear
@@ -21,14 +22,14 @@ _TORCHVISION = [
 ]
 
 _BLOCK_PARTS = {"conv_dw": "branch.conv1", "norm": "branch.norm1", "mlp.fc1": "branch.conv2",
-                "mlp.fc2": "branch.conv3", "gamma": "gamma"}
+                "mlp.grn": "branch.grn2", "mlp.fc2": "branch.conv3", "gamma": "gamma"}
 _TIMM_CONVNEXT = [
     (r"^stem\.0\.", "stem.conv."),
     (r"^stem\.1\.", "stem.norm."),
     (r"^stages\.(\d)\.downsample\.0\.", r"stages.\1.0.norm."),
     (r"^stages\.(\d)\.downsample\.1\.", r"stages.\1.0.conv."),
     # blocks of stages 1-3 sit after their separate downsampling layer (index 0)
-    (r"^stages\.(\d)\.blocks\.(\d+)\.(conv_dw|norm|mlp\.fc1|mlp\.fc2|gamma)",
+    (r"^stages\.(\d)\.blocks\.(\d+)\.(conv_dw|norm|mlp\.fc1|mlp\.grn|mlp\.fc2|gamma)",
      lambda m: f"stages.{m[1]}.{int(m[2]) + (m[1] != '0')}.{_BLOCK_PARTS[m[3]]}"),
     (r"^head\.norm\.", "head_norm."),
     (r"^head\.fc\.", "fc."),
@@ -63,5 +64,6 @@ def from_torchvision_resnet(model: nn.Module, resnet: nn.Module) -> nn.Module:
 
 
 def from_timm_convnext(model: nn.Module, convnext: nn.Module) -> nn.Module:
-    """Copy a timm `convnext_*` into a ConvNeXt-configured RoadmapNet (strict: every key must match)."""
+    """Copy a timm `convnext_*` or `convnextv2_*` into a ConvNeXt-configured RoadmapNet (strict: every key must
+    match)."""
     return _load(model, _rename(convnext.state_dict(), _TIMM_CONVNEXT))

@@ -43,6 +43,7 @@ class RoadmapNet(nn.Module):
       norms               'every' -> 'single' (fewer normalization layers)         step 06c
       norm                'batchnorm' -> 'layernorm' (substituting BN with LN)     step 06
       downsample          'in_block' -> 'separate' (separate downsampling layers)  step 07
+      grn                 Global Response Normalization, no layer scale (ConvNeXt V2) step 08
       layer_scale_init, drop_path_rate: training settings (paper Table 5), on from step 01.
     `widths` are the bottleneck (inner) widths for 'bottleneck' blocks, whose output is 4x; for 'inverted'
     blocks they are the residual widths and the hidden width is 4x. `width_mult` scales all widths (cheap
@@ -55,7 +56,7 @@ class RoadmapNet(nn.Module):
                  act: str = "relu", activations: str = "every", norm: str = "batchnorm",
                  norms: str = "every", downsample: str = "in_block", layer_scale_init: float = 0.0,
                  drop_path_rate: float = 0.0, num_classes: int = 1000, in_chans: int = 3,
-                 width_mult: float = 1.0, weight_init: str = "resnet"):
+                 width_mult: float = 1.0, weight_init: str = "resnet", grn: bool = False):
         super().__init__()
         depths, widths = list(depths), list(widths)
         self._validate(locals())
@@ -76,7 +77,7 @@ class RoadmapNet(nn.Module):
                 stride = 2 if downsample == "in_block" and i > 0 and j == 0 else 1
                 layers.append(Block(chs, width, stride=stride, block=block, depthwise=depthwise,
                                     dw_position=dw_position, kernel_size=kernel_size, act=act,
-                                    activations=activations, norm=norm, norms=norms,
+                                    activations=activations, norm=norm, norms=norms, grn=grn,
                                     layer_scale_init=layer_scale_init, drop_path=dpr[idx]))
                 chs, idx = out_chs, idx + 1
             stages.append(nn.Sequential(*layers))
@@ -104,6 +105,9 @@ class RoadmapNet(nn.Module):
             for field, ok in (("dw_position", "middle"), ("activations", "every"), ("norms", "every")):
                 if args[field] != ok:
                     raise _invalid(field, args[field], f"{ok!r} with block='bottleneck' ({args[field]!r} needs block='inverted')")
+        if args["grn"] and (args["block"] != "inverted" or args["activations"] != "single"):
+            raise _invalid("grn", args["grn"], "true only with block='inverted' and activations='single' "
+                                               "(GRN follows the one activation on the 4x hidden features)")
         if args["layer_scale_init"] < 0:
             raise _invalid("layer_scale_init", args["layer_scale_init"], "a number >= 0 (0 = off)")
         if not 0 <= args["drop_path_rate"] < 1:
