@@ -18,6 +18,14 @@ def baselines() -> pd.DataFrame:
     return pd.read_csv(PAPER_DIR / "baselines.csv")
 
 
+def baseline(model: str | None, name: str) -> pd.Series | None:
+    """Table 1's row for a run without a roadmap step: by its timm model (DeiT-S, Swin-T), else by its config name
+    (ConvNeXt-T is our builder, run as model=convnext_tiny); None when Table 1 has no such model."""
+    table = baselines().set_index("timm_model")
+    key = model if model in table.index else name
+    return table.loc[key] if key in table.index else None
+
+
 def convnextv2() -> pd.DataFrame:
     """ConvNeXt V2's published ImageNet-1K numbers (FCMAE pre-trained, then fine-tuned), with their source."""
     return pd.read_csv(PAPER_DIR / "convnextv2.csv")

@@ -98,7 +98,6 @@ def trajectory_table(runs: pd.DataFrame, metric: str = "acc1") -> pd.DataFrame:
     its interval pairs the seeds both rows have.
     """
     t10 = paper.table10().set_index("step")
-    base = paper.baselines().set_index("timm_model")
     runs = runs.assign(variant=runs["variant"].fillna(""), row=_row_keys(runs))
     rows, per_seed = [], {}
     for key, g in runs.groupby("row", sort=False):
@@ -108,10 +107,8 @@ def trajectory_table(runs: pd.DataFrame, metric: str = "acc1") -> pd.DataFrame:
         step = g["step"].dropna().iloc[0] if g["step"].notna().any() else None
         target = _paper_step(step, variant)
         if step is None:
-            # a timm baseline is known by its timm model; ConvNeXt-T (our builder) by its config name
             model = g["model"].dropna().iloc[0] if g["model"].notna().any() else None
-            key_ = model if model in base.index else name
-            kind, ref = "baseline", base.loc[key_] if key_ in base.index else None
+            kind, ref = "baseline", paper.baseline(model, name)
         else:
             kind, ref = ("roadmap", t10.loc[target]) if target in t10.index else ("variant", None)
         rows.append({
@@ -126,7 +123,7 @@ def trajectory_table(runs: pd.DataFrame, metric: str = "acc1") -> pd.DataFrame:
             **{c: "/".join(dict.fromkeys(g[c].dropna().astype(str))) for c in ("data", "image_size", "epochs")},
             "status": ", ".join(f"{k} {s}" for s, k in sorted(g["status"].value_counts().items(), key=_status_rank)),
         })
-    order = {"roadmap": list(t10.index), "variant": list(t10.index), "baseline": list(base["name"])}
+    order = {"roadmap": list(t10.index), "variant": list(t10.index), "baseline": list(paper.baselines()["name"])}
     rows.sort(key=lambda r: (KINDS.index(r["kind"]), _position(order[r["kind"]], r), r["row"]))
     # Kernel 5/9/11 are side rows of step 05: compared with the chain, but the chain runs 05a -> k7 -> 06a.
     side = {f"step05_kernel{k}" for k in (5, 9, 11)}

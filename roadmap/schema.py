@@ -53,8 +53,8 @@ def signature_schema(name: str, target: Callable, required: Sequence[str] = ()) 
         default = param.default
         if default is inspect.Parameter.empty or param.name in required:
             spec = field(default=MISSING)
-        elif isinstance(default, (list, tuple, dict)):
-            spec = field(default_factory=lambda d=default: list(d) if isinstance(d, tuple) else d)
+        elif isinstance(default, (list, tuple)):
+            spec = field(default_factory=lambda d=default: list(d))
         else:
             spec = field(default=default)
         fields.append((param.name, _field_type(hints.get(param.name, Any)), spec))

@@ -299,8 +299,8 @@ def _paper_top1(cfg: DictConfig) -> float | None:
     """The paper's ImageNet top-1 for this run: its roadmap step's (Table 10), or its timm baseline's (Table 1)."""
     if cfg.roadmap.paper_top1 is not None:
         return cfg.roadmap.paper_top1
-    table1 = paper.baselines().set_index("timm_model")["top1"]
-    return float(table1[cfg.model.model_name]) if cfg.model.get("model_name") in table1 else None
+    ref = paper.baseline(cfg.model.get("model_name"), cfg.name)
+    return None if ref is None else float(ref["top1"])
 
 
 def _final_metrics(loggers: list[Any], summary: Summary) -> None:

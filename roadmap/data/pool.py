@@ -57,11 +57,6 @@ class BatchPool(Dataset):
     def __getitem__(self, index: int) -> Any:
         return self.dataset[index]
 
-    def __getattr__(self, name: str) -> Any:   # classes, targets, ... of the wrapped dataset
-        if name == "dataset":
-            raise AttributeError(name)
-        return getattr(self.dataset, name)
-
     def pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
             _DATASETS[id(self)] = self.dataset
