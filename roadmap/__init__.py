@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 from torch import nn
 
 from roadmap.config import compose, register_resolvers
@@ -18,9 +18,13 @@ register_resolvers()
 
 
 def build_model(cfg: DictConfig) -> nn.Module:
-    """Instantiate `cfg.model` (our RoadmapNet or a timm baseline) from a composed config."""
+    """Instantiate `cfg.model` (our RoadmapNet or a timm baseline) from a composed config, with fresh weights:
+    `model.pretrained` is loaded by the job (`roadmap.models.weights`), not by the builder."""
+    spec = cfg.model.copy()
+    with open_dict(spec):
+        spec.pop("pretrained", None)
     try:
-        return instantiate(cfg.model, _convert_="all")
+        return instantiate(spec, _convert_="all")
     except InstantiationException as e:
         if isinstance(e.__cause__, ValueError):  # a bad model flag: surface the builder's own message
             raise e.__cause__ from None

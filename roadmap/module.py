@@ -139,8 +139,9 @@ class Classifier(L.LightningModule):
         # Python loop over the tensors, ~10 % of a quarter-width model's step)
         extra["fused" if self.device.type == "cuda" else "foreach"] = True
         # timm leaves norms and biases (1-D params) out of weight decay
-        optimizer = create_optimizer_v2(self.model, opt=r["optimizer"], lr=lr,
-                                        weight_decay=r["weight_decay"], **extra)
+        # with layer_decay, lower layers' lr x layer_decay^(depth from the top) (the model's group_matcher)
+        optimizer = create_optimizer_v2(self.model, opt=r["optimizer"], lr=lr, weight_decay=r["weight_decay"],
+                                        layer_decay=r["layer_decay"], **extra)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         # The recipe's schedule is written for `epochs`; a shorter run compresses it proportionally.
         scale = total / r["epochs"]

@@ -18,10 +18,16 @@ def baselines() -> pd.DataFrame:
     return pd.read_csv(PAPER_DIR / "baselines.csv")
 
 
-def baseline(model: str | None, name: str) -> pd.Series | None:
-    """Table 1's row for a run without a roadmap step: by its timm model (DeiT-S, Swin-T), else by its config name
-    (ConvNeXt-T is our builder, run as model=convnext_tiny); None when Table 1 has no such model."""
-    table = baselines().set_index("timm_model")
+def dog_report() -> pd.DataFrame:
+    """The dog-breed report's top-1 after fine-tuning ImageNet weights on 20 Stanford Dogs breeds, by timm model."""
+    return pd.read_csv(PAPER_DIR / "dog_report.csv")
+
+
+def baseline(model: str | None, name: str, data: str | None = None) -> pd.Series | None:
+    """The published row a run without a roadmap step compares with: the dog-breed report's on Stanford Dogs,
+    else Table 1's; by its timm model (DeiT-S, Swin-T, MobileNetV2), else by its config name (ConvNeXt-T is our
+    builder, run as model=convnext_tiny); None when the table has no such model."""
+    table = (dog_report() if data == "stanford_dogs" else baselines()).set_index("timm_model")
     key = model if model in table.index else name
     return table.loc[key] if key in table.index else None
 

@@ -108,7 +108,8 @@ def trajectory_table(runs: pd.DataFrame, metric: str = "acc1") -> pd.DataFrame:
         target = _paper_step(step, variant)
         if step is None:
             model = g["model"].dropna().iloc[0] if g["model"].notna().any() else None
-            kind, ref = "baseline", paper.baseline(model, name)
+            kind, ref = "baseline", paper.baseline(model, name, g["data"].dropna().iloc[0] if g["data"].notna().any()
+                                                   else None)
         else:
             kind, ref = ("roadmap", t10.loc[target]) if target in t10.index else ("variant", None)
         rows.append({
@@ -118,7 +119,7 @@ def trajectory_table(runs: pd.DataFrame, metric: str = "acc1") -> pd.DataFrame:
             "ci95_top1": ci95(done[metric]), "prev_row": None, "delta_prev": np.nan, "delta_prev_ci95": np.nan,
             "paper_top1": np.nan if ref is None else ref["top1"], "paper_delta": np.nan, "sign_agrees": None,
             "params_m": g["params"].mean() / 1e6, "gmacs": g["gmacs"].mean(), "gmacs_224": g["gmacs_224"].mean(),
-            "paper_gmacs": np.nan if ref is None else ref["gmacs"],
+            "paper_gmacs": np.nan if ref is None else ref.get("gmacs", np.nan),
             "train_img_per_s": done["train_img_per_s"].mean(), "wall_s": done["wall_s"].mean(),
             **{c: "/".join(dict.fromkeys(g[c].dropna().astype(str))) for c in ("data", "image_size", "epochs")},
             "status": ", ".join(f"{k} {s}" for s, k in sorted(g["status"].value_counts().items(), key=_status_rank)),
@@ -220,7 +221,9 @@ def trajectory_figure(table: pd.DataFrame, runs: pd.DataFrame, title: str | None
             ax.axhline(first_baseline[0] - 0.5, color="gray", lw=0.8)
     left.set_yticks(y, labels)
     left.set_ylim(len(table) - 0.5, -0.5)  # step 00 on top
-    left.set_xlabel("paper ImageNet-1K top-1 (%)\nGMACs at 224 px")
+    dogs = "stanford_dogs" in set(table["data"])
+    left.set_xlabel(("the dog-breed report's top-1, 20 Stanford Dogs breeds (%)" if dogs
+                     else "paper ImageNet-1K top-1 (%)") + "\nGMACs at 224 px")
     right.set_xlabel(f"measured top-1, {metric} (%): mean ± 95 % CI over seeds\n"
                      f"GMACs at {size or 'the run'} px" + (f" — {context}" if context else ""))
     right.legend(loc="lower right", fontsize=7, frameon=False)

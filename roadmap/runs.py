@@ -115,6 +115,7 @@ class Summary:
     precision: str | None = None
     seed: int | None = None
     recipe: str | None = None
+    pretrained: dict[str, Any] | None = None  # the weights it started from: name, path, sha256, head_reset
     acc1: float | None = None
     acc5: float | None = None
     acc1_best: float | None = None

@@ -42,9 +42,11 @@ def _field_type(annotation: Any) -> Any:
     return Any   # mappings too: they are often interpolations (data.augment: ${recipe.augment}), typed there
 
 
-def signature_schema(name: str, target: Callable, required: Sequence[str] = ()) -> type:
-    """A dataclass with `target`'s keyword parameters (types and defaults from its signature) and `_target_`;
-    the `required` ones have no default: each config must set them (a YAML's `???` cannot unset a default)."""
+def signature_schema(name: str, target: Callable, required: Sequence[str] = (),
+                     extra: Sequence[tuple[str, Any, Any]] = ()) -> type:
+    """A dataclass with `target`'s keyword parameters (types and defaults from its signature), `_target_` and the
+    `extra` (name, type, field) keys the job reads beside them; the `required` ones have no default: each config
+    must set them (a YAML's `???` cannot unset a default)."""
     hints = typing.get_type_hints(target.__init__ if inspect.isclass(target) else target)
     fields: list[tuple[str, Any, Any]] = [("_target_", str, field(default=f"{target.__module__}.{target.__name__}"))]
     for param in inspect.signature(target).parameters.values():
@@ -58,7 +60,7 @@ def signature_schema(name: str, target: Callable, required: Sequence[str] = ()) 
         else:
             spec = field(default=default)
         fields.append((param.name, _field_type(hints.get(param.name, Any)), spec))
-    return make_dataclass(name, fields)
+    return make_dataclass(name, [*fields, *extra])
 
 
 @dataclass
@@ -74,7 +76,9 @@ class AugmentSchema:
     color_jitter: Optional[float] = CLASSIC_AUGMENT["color_jitter"]
 
 
-RoadmapNetSchema = signature_schema("RoadmapNetSchema", RoadmapNet)
+# false | true (the published weights of the model's architecture) | a weights file: `roadmap.models.weights`
+PRETRAINED = ("pretrained", Any, field(default=False))
+RoadmapNetSchema = signature_schema("RoadmapNetSchema", RoadmapNet, extra=[PRETRAINED])
 DataSchema = signature_schema("DataSchema", ImageDataModule, required=("num_classes",))   # augment: typed in recipe
 
 
@@ -105,6 +109,8 @@ class RecipeSchema:
     ema: bool = MISSING                     # an EMA of the weights, evaluated beside them
     ema_decay: float = MISSING
     grad_clip: Optional[float] = MISSING
+    layer_decay: Optional[float] = None     # layer-wise lr decay (fine-tuning); null: one lr for all layers
+    head_init_scale: float = 1.0            # a classifier re-initialised for fine-tuning starts x this
     augment: AugmentSchema = field(default_factory=AugmentSchema)
 
 
@@ -132,17 +138,23 @@ class TrainerSchema:
 
 
 @dataclass
-class ViTSchema:
+class TimmSchema:
+    """A timm model as timm builds it (e.g. the dog-breed report's MobileNetV2)."""
+    _target_: str = "timm.create_model"
+    model_name: str = MISSING               # timm's name
+    pretrained: Any = False                 # false | true (published weights) | a weights file
+    num_classes: int = MISSING
+    drop_path_rate: float = MISSING
+
+
+@dataclass
+class ViTSchema(TimmSchema):
     """A timm transformer baseline, scaled by `roadmap.models.scaled_vit`."""
     _target_: str = "roadmap.models.scaled_vit"
-    model_name: str = MISSING               # timm's name
-    pretrained: bool = False
     embed_dim: int = MISSING                # timm's; x width_mult
     num_heads: Any = MISSING                # an int, or one per stage (Swin); x width_mult
     width_mult: float = 1.0
-    num_classes: int = MISSING
     img_size: int = MISSING
-    drop_path_rate: float = MISSING
 
 
 @dataclass
@@ -150,7 +162,8 @@ class SwinSchema(ViTSchema):
     window_size: int = MISSING              # must tile the token grid of every stage
 
 
-SCHEMAS = {("model", "roadmap_net_schema"): RoadmapNetSchema, ("model", "vit_schema"): ViTSchema,
+SCHEMAS = {("model", "roadmap_net_schema"): RoadmapNetSchema, ("model", "timm_schema"): TimmSchema,
+           ("model", "vit_schema"): ViTSchema,
            ("model", "swin_schema"): SwinSchema, ("recipe", "recipe_schema"): RecipeSchema,
            ("data", "data_schema"): DataSchema, ("trainer", "trainer_schema"): TrainerSchema}
 

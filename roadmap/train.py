@@ -33,6 +33,7 @@ from roadmap.console import console_to, full_tracebacks, quiet
 from roadmap.dashboard import ORDER
 from roadmap.data import usable_cores
 from roadmap.models import profile
+from roadmap.models.weights import load_pretrained
 from roadmap.module import Classifier
 from roadmap.runs import (CHECKPOINTS, LAST, RUN_LOG, SUMMARY, WANDB_ID, RunInUseError, Summary, archive_previous,
                           config_diff, fingerprint, flat_config, record_launch, run_lock, save_config,
@@ -251,6 +252,7 @@ def _train(cfg: DictConfig, run_dir: Path, record: dict[str, Any]) -> Summary:
         fresh_workers = cfg.trainer.deterministic and cfg.data.get("persistent_workers") is None
         datamodule = instantiate(cfg.data, **({"persistent_workers": False} if fresh_workers else {}))
         model = build_model(cfg)
+        summary.pretrained = load_pretrained(model, cfg.model.get("pretrained"), cfg.recipe.head_init_scale)
         summary.model = _plain(cfg.model).get("model_name", type(model).__name__)
         counts = profile(model, cfg.data.image_size)
         summary.params, summary.gmacs = counts["params"], counts["gmacs"]
@@ -296,10 +298,10 @@ def _train(cfg: DictConfig, run_dir: Path, record: dict[str, Any]) -> Summary:
 
 
 def _paper_top1(cfg: DictConfig) -> float | None:
-    """The paper's ImageNet top-1 for this run: its roadmap step's (Table 10), or its timm baseline's (Table 1)."""
+    """The published top-1 for this run: its roadmap step's (Table 10), else its model's (`paper.baseline`)."""
     if cfg.roadmap.paper_top1 is not None:
         return cfg.roadmap.paper_top1
-    ref = paper.baseline(cfg.model.get("model_name"), cfg.name)
+    ref = paper.baseline(cfg.model.get("model_name"), cfg.name, cfg.data.name)
     return None if ref is None else float(ref["top1"])
 
 

@@ -30,12 +30,12 @@ def run_dir(sweep: Path, name: str, seed: int, variant: str = "") -> Path:
 
 def write_run(sweep: Path, name: str, seed: int, acc1: float | None, *, step: str | None = "same",
               variant: str = "", status: str = "finished", error: str | None = None,
-              model: str = "RoadmapNet") -> None:
+              model: str = "RoadmapNet", data: str = "imagewoof") -> None:
     """A summary.json as train() writes it; `step` defaults to the name (a roadmap step)."""
     summary = {
         "status": status, "error": error, "name": name, "step": name if step == "same" else step,
         "step_name": None, "variant": variant, "paper_top1": None, "paper_gmacs": None, "group": sweep.name,
-        "model": model, "params": 25_000_000, "gmacs": 0.3, "gmacs_224": 4.0, "data": "imagewoof",
+        "model": model, "params": 25_000_000, "gmacs": 0.3, "gmacs_224": 4.0, "data": data,
         "image_size": 64, "epochs": 20, "seed": seed, "recipe": "modern", "acc1": acc1, "acc5": None,
         "acc1_best": acc1, "acc5_best": None, "val_loss": None, "train_img_per_s": 500.0 + seed, "wall_s": 100.0,
         "git_commit": "abc", "run_dir": "/elsewhere", "finished_at": "2024-01-01T00:00:00+00:00",
@@ -142,6 +142,19 @@ def test_baseline_row(table):
     assert r["kind"] == "baseline" and r["paper_row"] == "DeiT-S"
     assert r["paper_top1"] == pytest.approx(79.8)
     assert r["mean_top1"] == 60.0 and np.isnan(r["delta_prev"])
+
+
+def test_transfer_rows_compare_with_the_dog_report(tmp_path):
+    """On Stanford Dogs a model's reference is the dog-breed report's top-1, not ImageNet's Table 1."""
+    transfer = tmp_path / "transfer"
+    for name, model in (("mobilenetv2_100", "mobilenetv2_100"), ("convnext_tiny", "RoadmapNet"),
+                        ("resnet50", "RoadmapNet")):
+        write_run(transfer, name, 0, 50.0, step=None, model=model, data="stanford_dogs")
+    paths = write_report([transfer], tmp_path / "report")
+    table = pd.read_csv(paths["csv"]).set_index("row")
+    assert table.loc["mobilenetv2_100", "paper_top1"] == 80.0 and table.loc["convnext_tiny", "paper_top1"] == 84.4
+    assert np.isnan(table.loc["resnet50", "paper_top1"])   # the report has no ResNet-50
+    assert paper.baseline(None, "convnext_tiny")["top1"] == 82.1   # elsewhere: ImageNet (Table 1)
 
 
 def test_failed_and_unfinished_runs_are_listed(sweeps, report, table):

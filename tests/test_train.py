@@ -123,6 +123,21 @@ def test_grn_parameters_get_no_weight_decay(tiny_cfg):
     _check_no_decay_on_norms_and_biases(opt, 0.05)
 
 
+def test_finetune_recipe_decays_lr_by_layer_as_the_convnext_code_groups_them(tiny_cfg):
+    """ConvNeXt-T under recipe=finetune: stem, stage 0, stage 1, stage 2 in threes of blocks (its downsampling
+    with the first three), stage 3, head: 8 groups, lr x 0.7^(7 - group); no mixup or cutmix."""
+    module = _fit_one_batch(tiny_cfg("model=convnext_tiny", SMALL, "recipe=finetune"))
+    opt = module.trainer.optimizers[0]
+    scale = {id(p): g["lr_scale"] for g in opt.param_groups for p in g["params"]}
+    named = dict(module.model.named_parameters())
+    expected = {"stem.conv.weight": 7, "stages.0.2.branch.conv1.weight": 6, "stages.1.0.conv.weight": 5,
+                "stages.2.0.conv.weight": 4, "stages.2.3.branch.conv1.weight": 4, "stages.2.4.branch.conv1.weight": 3,
+                "stages.2.9.branch.conv3.weight": 2, "stages.3.1.gamma": 1, "head_norm.weight": 0, "fc.bias": 0}
+    assert {k: scale[id(named[k])] for k in expected} == pytest.approx({k: 0.7 ** v for k, v in expected.items()})
+    assert module.mixup is None and isinstance(module.train_loss, torch.nn.CrossEntropyLoss)
+    _check_no_decay_on_norms_and_biases(opt, 1e-8)
+
+
 def test_schedule_is_compressed_to_the_run(tiny_cfg):
     """300-epoch recipe with 20 warmup epochs, run for 3 epochs: warmup is 1/15 of the run, then cosine."""
     cfg = tiny_cfg("+roadmap=step01_modern_training", SMALL, "trainer.max_epochs=3", "trainer.limit_train_batches=5")

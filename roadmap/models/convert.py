@@ -12,7 +12,7 @@ import re
 import torch
 from torch import nn
 
-_TORCHVISION = [
+TORCHVISION_RULES = [
     (r"^conv1\.", "stem.conv."),
     (r"^bn1\.", "stem.norm."),
     (r"^layer(\d)\.(\d+)\.conv(\d)\.", lambda m: f"stages.{int(m[1]) - 1}.{m[2]}.branch.conv{m[3]}."),
@@ -23,7 +23,7 @@ _TORCHVISION = [
 
 _BLOCK_PARTS = {"conv_dw": "branch.conv1", "norm": "branch.norm1", "mlp.fc1": "branch.conv2",
                 "mlp.grn": "branch.grn2", "mlp.fc2": "branch.conv3", "gamma": "gamma"}
-_TIMM_CONVNEXT = [
+TIMM_CONVNEXT_RULES = [
     (r"^stem\.0\.", "stem.conv."),
     (r"^stem\.1\.", "stem.norm."),
     (r"^stages\.(\d)\.downsample\.0\.", r"stages.\1.0.norm."),
@@ -36,7 +36,7 @@ _TIMM_CONVNEXT = [
 ]
 
 
-def _rename(state: dict[str, torch.Tensor], rules) -> dict[str, torch.Tensor]:
+def rename(state: dict[str, torch.Tensor], rules: list)  -> dict[str, torch.Tensor]:
     """Rename each key by the first rule whose pattern matches it."""
     out = {}
     for key, value in state.items():
@@ -49,21 +49,27 @@ def _rename(state: dict[str, torch.Tensor], rules) -> dict[str, torch.Tensor]:
     return out
 
 
-def _load(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
+def as_conv_kernels(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Linear (out, in) weights become 1x1 conv (out, in, 1, 1) kernels where the model has convs."""
     target = model.state_dict()
+    state = dict(state)
     for key, value in state.items():
         if key in target and target[key].dim() == 4 and value.dim() == 2:
-            state[key] = value[:, :, None, None]  # Linear (out, in) -> 1x1 conv (out, in, 1, 1)
-    model.load_state_dict(state, strict=True)
+            state[key] = value[:, :, None, None]
+    return state
+
+
+def _load(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
+    model.load_state_dict(as_conv_kernels(model, state), strict=True)
     return model
 
 
 def from_torchvision_resnet(model: nn.Module, resnet: nn.Module) -> nn.Module:
     """Copy a torchvision `resnet50()` into a step-00 RoadmapNet (strict: every key must match)."""
-    return _load(model, _rename(resnet.state_dict(), _TORCHVISION))
+    return _load(model, rename(resnet.state_dict(), TORCHVISION_RULES))
 
 
 def from_timm_convnext(model: nn.Module, convnext: nn.Module) -> nn.Module:
     """Copy a timm `convnext_*` or `convnextv2_*` into a ConvNeXt-configured RoadmapNet (strict: every key must
     match)."""
-    return _load(model, _rename(convnext.state_dict(), _TIMM_CONVNEXT))
+    return _load(model, rename(convnext.state_dict(), TIMM_CONVNEXT_RULES))

@@ -1,7 +1,9 @@
 """RoadmapNet: one configurable network from ResNet-50 to ConvNeXt-T (Liu et al., CVPR 2022, Fig. 2)."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+import re
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -63,6 +65,7 @@ class RoadmapNet(nn.Module):
         widths = [make_divisible(w * width_mult, 8) for w in widths]
         stem_width = make_divisible(stem_width * width_mult, 8)
         self.num_classes = num_classes
+        self.separate_downsample = downsample == "separate"
 
         self.stem = make_stem(stem, in_chans, stem_width, norm, act)
         dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()  # linear stochastic-depth ramp
@@ -133,6 +136,23 @@ class RoadmapNet(nn.Module):
             trunc_normal_(m.weight, std=0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+
+    def group_matcher(self, coarse: bool = False) -> Callable[[str], tuple[float, ...]]:
+        """Parameter groups for timm's layer-wise lr decay (`recipe.layer_decay`), formed as the official ConvNeXt
+        fine-tuning code forms them: the stem, stage 0, stage 1, stage 2 in threes of blocks, stage 3, then the
+        head (timm puts unmatched parameters last); a separate downsampling layer joins the group after it.
+        timm numbers the groups consecutively: that is the official numbering for 27-block stages (ConvNeXt-B),
+        while for ConvNeXt-T the official code skips 6 numbers, decaying its lower stages 0.7^6 further."""
+        def group(name: str) -> tuple[float, ...]:
+            if name.startswith("stem."):
+                return (0,)
+            found = re.match(r"stages\.(\d+)\.(\d+)\.", name)
+            if found is None:
+                return (math.inf,)
+            stage, index = int(found[1]), int(found[2])
+            block = max(0, index - int(self.separate_downsample and stage > 0))
+            return (stage + 1, block // 3 if stage == 2 and not coarse else 0)
+        return group
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(self.stem(x))
