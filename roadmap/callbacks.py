@@ -1,11 +1,14 @@
-"""Callbacks Lightning does not ship: exact resume of random state, a checkpoint on preemption, and plain
-progress lines for log files."""
+"""Callbacks Lightning does not ship: exact resume of random state, a checkpoint on preemption, plain progress
+lines for log files, and the model's own speed for the job's efficiency."""
 from __future__ import annotations
 
+import copy
 import random
 import signal
+import statistics
 import sys
 import time
+from argparse import Namespace
 from pathlib import Path
 from typing import Any
 
@@ -116,3 +119,30 @@ class Preemption(L.Callback):
         for sig, previous in self._previous.items():
             signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
         self._previous = {}
+
+
+class ModelSpeed(L.Callback):
+    """After training, the model's own train img/s as `roadmap.bench` times it (forward, backward, AdamW step on
+    one resident batch), in this process at the job's batch, image size, precision and memory layout. The job's
+    train img/s over it is its efficiency (`trainer.efficiency=true`), paired in time: separate bench
+    invocations on a shared 2-core machine differed by up to 25 % for one model."""
+
+    def __init__(self, rounds: int = 3, iters: int = 8) -> None:
+        self.rounds, self.iters = rounds, iters
+        self.img_per_s: float | None = None
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.interrupted or trainer.fast_dev_run or not trainer.is_global_zero:
+            return
+        from roadmap.bench import Runner   # the bench's own step, so both efficiencies measure the same thing
+        data = trainer.datamodule
+        x = torch.randn(data.batch_size, 3, data.image_size, data.image_size, device=pl_module.device)
+        y = torch.randint(0, data.num_classes, (data.batch_size,), device=pl_module.device)
+        if pl_module.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        settings = Namespace(channels_last=pl_module.channels_last, compile=False,
+                             precision="bf16" if str(trainer.precision).startswith("bf16") else "32")
+        runner = Runner(copy.deepcopy(pl_module.model), x, y, settings)
+        runner.warm("train", 2)
+        seconds = [runner.seconds("train", self.iters) for _ in range(self.rounds)]
+        self.img_per_s = data.batch_size * self.iters / statistics.median(seconds)

@@ -26,6 +26,11 @@ def _swin_window(image_size: int) -> int:
     return 7 if image_size % 224 == 0 else max(1, image_size // 32)
 
 
+def _kept_classes(top_classes: int | None, dataset_classes: int) -> int:
+    """data.num_classes of a dataset that `data.top_classes` may cut: the kept classes, else all of them."""
+    return dataset_classes if top_classes is None else top_classes
+
+
 def _wandb_offline() -> bool:
     return os.environ.get("WANDB_MODE", "offline") != "online"
 
@@ -35,7 +40,7 @@ def register_resolvers() -> None:
     from roadmap import schema   # imports the builders, which import this module
     schema.store()
     for name, fn in {"roadmap_root": lambda: str(ROOT), "run_label": _run_label, "run_subdir": run_subdir,
-                     "checkpoint_dir": checkpoint_dir, "swin_window": _swin_window,
+                     "checkpoint_dir": checkpoint_dir, "swin_window": _swin_window, "kept_classes": _kept_classes,
                      "wandb_offline": _wandb_offline}.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)

@@ -95,7 +95,8 @@ class Classifier(L.LightningModule):
         self.log("train/img_per_s", self.throughput, sync_dist=False, rank_zero_only=True)
 
     # -- evaluation -------------------------------------------------------------------------------
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """Returns the logits, which callbacks receive as `outputs` (roadmap.evaluate's confusion matrix)."""
         x, y = batch
         logits = self(x)
         self.log("val/loss", self.val_loss(logits, y), on_epoch=True, prog_bar=True, sync_dist=True)
@@ -103,6 +104,7 @@ class Classifier(L.LightningModule):
         self.acc5.update(logits, y)
         if self.ema is not None:
             self.ema_acc1.update(self.ema.module(self._layout(x)), y)
+        return logits
 
     def on_validation_epoch_end(self) -> None:
         # compute() reduces across DDP ranks; accuracies are logged in percent, like the paper's

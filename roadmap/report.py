@@ -37,7 +37,8 @@ COLUMNS = ["row", "kind", "step", "variant", "paper_row", "n", "mean_top1", "std
 MARKDOWN = {"row": None, "n": None, "mean_top1": 2, "std_top1": 2, "ci95_top1": 2, "delta_prev": 2,
             "delta_prev_ci95": 2, "paper_top1": 2, "paper_delta": 2, "sign_agrees": None, "params_m": 2,
             "gmacs": 3, "gmacs_224": 2, "train_img_per_s": 0, "wall_s": 0, "status": None}
-EFFICIENCY = {"model_img_per_s": 0, "job_efficiency": 2}  # with a bench CSV (`add_efficiency`)
+# the runs' own (trainer.efficiency=true), else with a bench CSV (`add_efficiency`)
+EFFICIENCY = {"model_img_per_s": 0, "job_efficiency": 2}
 DEFAULT_TITLE = "ResNet-50 → ConvNeXt-T roadmap: paper vs measured"
 
 
@@ -121,6 +122,7 @@ def trajectory_table(runs: pd.DataFrame, metric: str = "acc1") -> pd.DataFrame:
             "params_m": g["params"].mean() / 1e6, "gmacs": g["gmacs"].mean(), "gmacs_224": g["gmacs_224"].mean(),
             "paper_gmacs": np.nan if ref is None else ref.get("gmacs", np.nan),
             "train_img_per_s": done["train_img_per_s"].mean(), "wall_s": done["wall_s"].mean(),
+            "model_img_per_s": done["model_img_per_s"].mean(), "job_efficiency": done["job_efficiency"].mean(),
             **{c: "/".join(dict.fromkeys(g[c].dropna().astype(str))) for c in ("data", "image_size", "epochs")},
             "status": ", ".join(f"{k} {s}" for s, k in sorted(g["status"].value_counts().items(), key=_status_rank)),
         })
@@ -139,16 +141,23 @@ def trajectory_table(runs: pd.DataFrame, metric: str = "acc1") -> pd.DataFrame:
                 r["sign_agrees"] = bool(np.sign(r["delta_prev"]) == np.sign(r["paper_delta"]))
         if r["paper_row"] not in side:
             prev = r
-    return pd.DataFrame(rows, columns=COLUMNS)
+    table = pd.DataFrame(rows, columns=[*COLUMNS, *EFFICIENCY])
+    return table if table["job_efficiency"].notna().any() else table[COLUMNS]   # measured in the runs, if at all
 
 
 def add_efficiency(table: pd.DataFrame, bench_csv: str | Path) -> pd.DataFrame:
-    """Each row's job efficiency: its runs' train img/s (data loading, logging and all) over the model's own
-    train img/s in `python -m roadmap.bench --csv` at the same model, image size, batch and precision. A CSV of
-    several bench invocations gives each model its median: on few cores one invocation can be 20 % off."""
+    """Each row's job efficiency where its runs did not measure their own (`trainer.efficiency=true`): its runs'
+    train img/s (data loading, logging and all) over the model's own train img/s in `python -m roadmap.bench
+    --csv` at the same model, image size, batch and precision. A CSV of several bench invocations gives each
+    model its median: on few cores one invocation can be 20 % off."""
     bench = pd.read_csv(bench_csv)
     ours = bench[bench["role"] == "ours"]
     model = ours.groupby(ours["model"].str.rsplit("/", n=1).str[-1])["train_img_s"].median().to_dict()
+    if "job_efficiency" in table:
+        missing = table["job_efficiency"].isna()
+        speed = table["row"].map(model).where(missing, table["model_img_per_s"])
+        return table.assign(model_img_per_s=speed, job_efficiency=table["job_efficiency"].where(
+            ~missing, table["train_img_per_s"] / speed))
     table = table.assign(model_img_per_s=table["row"].map(model))
     return table.assign(job_efficiency=table["train_img_per_s"] / table["model_img_per_s"])
 

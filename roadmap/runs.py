@@ -27,6 +27,8 @@ CHECKPOINTS = "checkpoints"         # last.ckpt, its predecessor and best.ckpt
 LAST, PREVIOUS = "last.ckpt", "last.prev.ckpt"
 BEST, BEST_WEIGHTS = "best.ckpt", "best.pt"   # the best epoch's full checkpoint; its model weights alone
 SUPERSEDED = "superseded"           # where force=true moves an earlier run's record
+EVAL = "eval"                       # an eval_only=true job's directory, inside the run directory of its config
+CONFUSION = "confusion.png"         # what an eval_only=true job draws: its row-normalised confusion matrix
 LOCK = ".lock"                      # held (flock) by the one process writing the run
 WANDB_ID = "wandb_id"               # the same W&B run across resumes
 RUN_LOG = "run.log"                 # the whole console of the run (also Hydra's job log file)
@@ -63,10 +65,12 @@ def variant_overrides(name: str, override_dirname: str) -> str:
     return ",".join(o for o in split_overrides(override_dirname) if o != f"model={name}")
 
 
-def run_subdir(data: str, name: str, override_dirname: str, seed: int | str) -> str:
-    """A run's directory below its study (<log_dir>/<group>/): <data>/<name>[,<overrides>]/seed<N>.
+def run_subdir(data: str, name: str, override_dirname: str, seed: int | str, eval_only: bool = False) -> str:
+    """A run's directory below its study (<log_dir>/<group>/): <data>/<name>[,<overrides>]/seed<N>, and an
+    evaluation's (eval_only=true) the `eval/` folder inside it, so it never overwrites the run's own record.
     The Hydra config builds run and sweep directories with it (the `run_subdir` resolver)."""
-    return f"{data}/{name}{run_variant(variant_overrides(name, override_dirname))}/seed{seed}"
+    run = f"{data}/{name}{run_variant(variant_overrides(name, override_dirname))}/seed{seed}"
+    return f"{run}/{EVAL}" if eval_only else run
 
 
 def parse_run_dir(run_dir: Path) -> dict[str, Any]:
@@ -82,9 +86,11 @@ def checkpoint_dir(run_dir: str | Path) -> str:
 
 
 def run_dirs(root: Path) -> tuple[list[Path], list[Path]]:
-    """(summaries, started run directories without a summary) below `root`, outside `superseded/`."""
-    def live(p: Path) -> bool:
-        return SUPERSEDED not in p.relative_to(root).parts
+    """(summaries, started run directories without a summary) below `root`, outside `superseded/` and leaving out
+    evaluations (`eval/`), which trained nothing."""
+    def live(p: Path) -> bool:   # p: a run directory's summary.json or marker
+        parts = p.relative_to(root).parts
+        return SUPERSEDED not in parts and EVAL not in parts[-2:-1]
     summaries = [p for p in sorted(root.rglob(SUMMARY)) if live(p)]
     started = sorted({p.parent for marker in RUN_MARKERS for p in root.rglob(marker) if p.is_dir() and live(p)})
     return summaries, [d for d in started if not (d / SUMMARY).exists()]
@@ -116,6 +122,7 @@ class Summary:
     seed: int | None = None
     recipe: str | None = None
     pretrained: dict[str, Any] | None = None  # the weights it started from: name, path, sha256, head_reset
+    evaluated: dict[str, Any] | None = None   # eval_only=true: the weights evaluated (ckpt_path): name, path, sha256
     acc1: float | None = None
     acc5: float | None = None
     acc1_best: float | None = None
@@ -123,6 +130,8 @@ class Summary:
     acc1_ema: float | None = None
     val_loss: float | None = None
     train_img_per_s: float | None = None
+    model_img_per_s: float | None = None   # trainer.efficiency=true: the model alone, timed after training
+    job_efficiency: float | None = None    # train_img_per_s / model_img_per_s
     wall_s: float | None = None
     git_commit: str | None = None
     run_dir: str | None = None
@@ -131,13 +140,14 @@ class Summary:
     checkpoint_kept: list[str] | None = None
     checkpoint_bytes: int | None = None
     fingerprint: str | None = None         # of `config`; a rerun skips only a run with the same one
+    per_class: dict[str, float | None] | None = None   # eval_only=true: val top-1 (%) by class name (None: no image)
     config: dict[str, Any] | None = None   # the resolved config without runtime-only keys, flat
 
     def write(self, run_dir: Path) -> None:
         write_atomic(run_dir / SUMMARY, json.dumps(dataclasses.asdict(self), indent=2).encode())
 
     def row(self) -> dict[str, Any]:
-        """The fields a table of runs shows (`SCHEMA`): all but the config."""
+        """The fields a table of runs shows (`SCHEMA`): all but the config and the per-class accuracies."""
         return {name: getattr(self, name) for name in SCHEMA}
 
     @classmethod
@@ -147,17 +157,17 @@ class Summary:
         return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
 
 
-SCHEMA = [f.name for f in dataclasses.fields(Summary) if f.name != "config"]
+SCHEMA = [f.name for f in dataclasses.fields(Summary) if f.name not in ("config", "per_class")]
 
 
 # -- fingerprint -------------------------------------------------------------------------------------------------
 # Keys that say where or how fast a run goes, not what it trains: a run resumed or skipped on another machine,
-# with other paths, loggers or loader processes, is the same run.
-RUNTIME_KEYS = ("force", "ckpt_path", "checkpoint", "paths", "logger", "callbacks", "data.root", "data.cache_dir",
-                "data.num_workers", "data.batch_processes", "data.worker_nice", "data.pin_memory",
+# with other paths, loggers or loader processes, is the same run (and an evaluation has its run's fingerprint).
+RUNTIME_KEYS = ("force", "ckpt_path", "checkpoint", "eval_only", "paths", "logger", "callbacks", "data.root",
+                "data.cache_dir", "data.num_workers", "data.batch_processes", "data.worker_nice", "data.pin_memory",
                 "data.persistent_workers", "data.download", "trainer.accelerator", "trainer.devices",
                 "trainer.num_nodes", "trainer.strategy", "trainer.cpu_threads", "trainer.channels_last",
-                "trainer.compile", "trainer.benchmark", "trainer.log_every_n_steps")
+                "trainer.compile", "trainer.benchmark", "trainer.log_every_n_steps", "trainer.efficiency")
 
 
 def flat_config(cfg: DictConfig) -> dict[str, Any]:

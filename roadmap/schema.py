@@ -116,7 +116,7 @@ class RecipeSchema:
 
 @dataclass
 class TrainerSchema:
-    """Lightning Trainer arguments (conf/trainer/default.yaml), plus three model-side switches train.py applies."""
+    """Lightning Trainer arguments (conf/trainer/default.yaml), plus the model-side switches train.py applies."""
     accelerator: str = MISSING              # auto | cpu | gpu
     devices: Any = MISSING                  # auto | a count | a list of ids
     num_nodes: int = MISSING
@@ -135,6 +135,7 @@ class TrainerSchema:
     channels_last: Any = MISSING            # auto: on with a GPU or oneDNN on the CPU (x86), off elsewhere
     cpu_threads: Any = MISSING              # torch threads on CPU; auto: the cores per process
     compile: bool = MISSING                 # torch.compile the model
+    efficiency: bool = False                # after training, time the model alone: summary.job_efficiency
 
 
 @dataclass

@@ -26,12 +26,13 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from roadmap import build_model, paper
-from roadmap.callbacks import LineProgress, Preemption
+from roadmap.callbacks import LineProgress, ModelSpeed, Preemption
 from roadmap.checkpoints import POLICIES, AtomicCheckpointIO, keep_after_finish, load_weights_only, readable_last
 from roadmap.config import ROOT
 from roadmap.console import console_to, full_tracebacks, quiet
 from roadmap.dashboard import ORDER
 from roadmap.data import usable_cores
+from roadmap.evaluate import evaluate
 from roadmap.models import profile
 from roadmap.models.weights import load_pretrained
 from roadmap.module import Classifier
@@ -42,7 +43,7 @@ from roadmap.runs import (CHECKPOINTS, LAST, RUN_LOG, SUMMARY, WANDB_ID, RunInUs
 log = logging.getLogger("roadmap")
 
 
-MODEL_SIDE_KEYS = ("channels_last", "compile", "cpu_threads")  # trainer/ keys that train.py applies itself
+MODEL_SIDE_KEYS = ("channels_last", "compile", "cpu_threads", "efficiency")  # trainer/ keys train.py applies itself
 
 
 class RunError(ValueError):
@@ -175,6 +176,8 @@ def _trainer(cfg: DictConfig, run_dir: Path, loggers: list[Any]) -> L.Trainer:
     callbacks = [instantiate(c) for name, c in (cfg.get("callbacks") or {}).items()
                  if keep or name != "model_checkpoint"]
     callbacks.append(Preemption(run_dir / CHECKPOINTS / LAST if keep else None))
+    if cfg.trainer.efficiency:
+        callbacks.append(ModelSpeed())
     interactive = sys.stdout.isatty()  # a log file gets plain lines, not a bar's final frame
     callbacks.append(RichProgressBar() if interactive else LineProgress())
     return L.Trainer(**kwargs, callbacks=callbacks, logger=loggers or False, enable_progress_bar=interactive,
@@ -215,12 +218,13 @@ def _status(e: BaseException) -> str:
 
 
 def _train(cfg: DictConfig, run_dir: Path, record: dict[str, Any]) -> Summary:
-    """The job itself, once the lock is held: skip, refuse, resume or start; always end with a summary."""
+    """The job itself, once the lock is held: skip, refuse, resume, start or evaluate (eval_only=true); always end
+    with a summary."""
     if cfg.force:
         moved = archive_previous(run_dir)
         if moved:
             log.info("force=true: previous results moved to %s", moved)
-    elif (run_dir / SUMMARY).exists():
+    elif (run_dir / SUMMARY).exists() and not cfg.eval_only:   # an evaluation always runs: roadmap.evaluate
         previous = Summary.read(run_dir / SUMMARY)
         if previous.status == "finished":
             if previous.fingerprint not in (None, record["fingerprint"]):   # None: written before fingerprints
@@ -242,7 +246,7 @@ def _train(cfg: DictConfig, run_dir: Path, record: dict[str, Any]) -> Summary:
         **record)
     try:
         preflight(cfg)
-        ckpt = resume_from(cfg, run_dir, record)
+        ckpt = None if cfg.eval_only else resume_from(cfg, run_dir, record)
         if ckpt is not None:
             log.info("resuming from %s", ckpt)
         _set_cpu_threads(cfg)
@@ -270,6 +274,8 @@ def _train(cfg: DictConfig, run_dir: Path, record: dict[str, Any]) -> Summary:
         for lg in loggers:   # flat keys (model.kernel_size, roadmap.step): what dashboards group and filter by
             lg.log_hyperparams({**record["config"], "params": summary.params, "gmacs": summary.gmacs,
                                 "gmacs_224": summary.gmacs_224})
+        if cfg.eval_only:   # ckpt_path's weights on the val split: nothing trained, resumed or kept
+            return evaluate(trainer, module, datamodule, cfg.ckpt_path, summary, run_dir)
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
         if trainer.interrupted:
             summary.status, summary.error = "interrupted", "interrupted; rerun the same command to resume"
@@ -280,6 +286,9 @@ def _train(cfg: DictConfig, run_dir: Path, record: dict[str, Any]) -> Summary:
                                                                                       "val/loss"))
             summary.acc1_best, summary.acc5_best = float(module.best_acc1), float(module.best_acc5)
             summary.acc1_ema, summary.train_img_per_s = _f(m.get("val/acc1_ema")), module.throughput
+            speed = next((c.img_per_s for c in trainer.callbacks if isinstance(c, ModelSpeed)), None)
+            if speed:
+                summary.model_img_per_s, summary.job_efficiency = speed, module.throughput / speed
             kept = keep_after_finish(run_dir / CHECKPOINTS, cfg.checkpoint)
             summary.checkpoint_kept = [str(p.relative_to(run_dir)) for p in kept]
             summary.checkpoint_bytes = sum(p.stat().st_size for p in kept)

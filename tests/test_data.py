@@ -16,15 +16,17 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
+from scipy.io import savemat
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.data.auto_augment import RandAugment
+from torchvision.datasets import ImageFolder
 from torchvision.transforms import Normalize
 
 import roadmap.data.datamodule
 from roadmap.config import compose
 from roadmap.data import BatchNormalize, BatchPool, DataError, ImageDataModule, build_transforms, synthesize
 
-from conftest import make_folder
+from conftest import CLASSES, make_folder
 
 def make_archive(folder: Path, archive: Path, stem: str = "imagewoof2-160") -> Path:
     with tarfile.open(archive, "w:gz") as tar:
@@ -409,9 +411,168 @@ def test_truncated_jpeg_is_skipped_with_one_warning(folder_with_truncated_jpeg: 
     assert torch.equal(batches[0][0][0], batches[1][0][0])     # the same substitute every epoch
 
 
+# --- Stanford Dogs and top_classes -----------------------------------------------------------------------------
+
+# Uneven breeds, as Stanford Dogs' folders are named. The fixed split holds out round(20%) of each (at least one):
+# train 7, 5, 10, 5, 2; so the top 3 are Shih-Tzu (10), Chihuahua (7), then a 5-5 tie that the folder name breaks:
+# n02085782-Japanese_spaniel before n02088094-Afghan_hound.
+BREEDS = {"n02085620-Chihuahua": 9, "n02085782-Japanese_spaniel": 6, "n02086240-Shih-Tzu": 12,
+          "n02088094-Afghan_hound": 6, "n02100236-German_short-haired_pointer": 3}
+
+
+@pytest.fixture
+def dogs_root(tmp_path: Path) -> Path:
+    """A tiny Stanford Dogs: root/Images/<wnid>-<breed>/<wnid>_<i>.jpg, 40 x 40 px."""
+    rng = np.random.default_rng(0)
+    for folder, count in BREEDS.items():
+        (tmp_path / "dogs" / "Images" / folder).mkdir(parents=True)
+        for i in range(count):
+            pixels = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "dogs" / "Images" / folder / f"{folder[:9]}_{i}.jpg")
+    return tmp_path / "dogs"
+
+
+def dogs(root: Path, **kwargs) -> ImageDataModule:
+    """The set-up stanford_dogs datamodule over `root`."""
+    dm = datamodule(**{"name": "stanford_dogs", "root": str(root), "num_classes": len(BREEDS), "batch_size": 2,
+                       **kwargs})
+    dm.setup("fit")
+    return dm
+
+
+def files_of(folder: ImageFolder) -> list[str]:
+    """An ImageFolder's images as <class folder>/<file>, the official lists' form."""
+    return [Path(path).relative_to(folder.root).as_posix() for path, _ in folder.samples]
+
+
+def save_list(path: Path, files: list[str]) -> None:
+    """An official-style list: `file_list` a MATLAB cell column of paths relative to Images/."""
+    cells = np.empty((len(files), 1), dtype=object)
+    for i, file in enumerate(files):
+        cells[i, 0] = np.array([file])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    savemat(path, {"file_list": cells})
+
+
+def test_stanford_dogs_fixed_split_is_stratified_and_ignores_the_seed(dogs_root: Path) -> None:
+    runs = [dogs(dogs_root, seed=seed) for seed in (0, 1)]
+    train, val = files_of(runs[0].train_set), files_of(runs[0].val_set)
+    assert (train, val) == (files_of(runs[1].train_set), files_of(runs[1].val_set))   # a fixed split
+    assert not set(train) & set(val) and sorted(train + val) == sorted(
+        f"{p.parent.name}/{p.name}" for p in (dogs_root / "Images").rglob("*.jpg"))
+    assert np.bincount(runs[0].val_set.targets).tolist() == [2, 1, 2, 1, 1]   # 20% of 9, 6, 12, 6, 3, at least 1
+    assert runs[0].class_names == ["Chihuahua", "Japanese spaniel", "Shih-Tzu", "Afghan hound",
+                                   "German short-haired pointer"]
+    assert runs[0].val_set.root == runs[0].train_set.root == str(dogs_root / "Images")
+
+
+def test_top_classes_keeps_the_best_represented_breeds(dogs_root: Path) -> None:
+    dm = dogs(dogs_root, num_classes=3, top_classes=3)
+    assert dm.class_names == ["Chihuahua", "Japanese spaniel", "Shih-Tzu"]   # Afghan hound lost the 5-5 tie
+    for split, per_class in ((dm.train_set, [7, 5, 10]), (dm.val_set, [2, 1, 2])):
+        assert np.bincount(split.targets).tolist() == per_class   # labels 0..2, every kept image, no other
+        assert split.classes == ["n02085620-Chihuahua", "n02085782-Japanese_spaniel", "n02086240-Shih-Tzu"]
+        assert all(Path(path).parent.name == split.classes[target] for path, target in split.samples)
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (2, 3, 32, 32) and set(y.tolist()) <= {0, 1, 2}
+    assert "3 classes" in dm.describe()
+
+
+def test_stanford_dogs_official_lists_split_and_rank_ties_by_all_images(dogs_root: Path) -> None:
+    """The official lists decide the split (their test list is val). Like the real ones, they give every breed the
+    same training count, so top_classes ranks the tie by the images a breed has in all: Shih-Tzu, Chihuahua."""
+    everything = sorted(f"{p.parent.name}/{p.name}" for p in (dogs_root / "Images").rglob("*.jpg"))
+    listed_train = [f for f in everything if f.endswith(("_0.jpg", "_1.jpg"))]
+    listed_test = [f for f in everything if f not in listed_train]
+    save_list(dogs_root / "lists" / "train_list.mat", listed_train)
+    save_list(dogs_root / "lists" / "test_list.mat", listed_test)
+    dm = dogs(dogs_root)
+    assert (files_of(dm.train_set), files_of(dm.val_set)) == (listed_train, listed_test)
+    top = dogs(dogs_root, num_classes=2, top_classes=2)
+    assert top.class_names == ["Chihuahua", "Shih-Tzu"] and np.bincount(top.val_set.targets).tolist() == [7, 10]
+    for name in ("train_list.mat", "test_list.mat"):   # the lists beside Images/ are found too
+        (dogs_root / "lists" / name).rename(dogs_root / name)
+    assert files_of(dogs(dogs_root).val_set) == listed_test
+
+
+def test_stanford_dogs_errors_are_one_line(dogs_root: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    raises_data_error(lambda: dogs(missing), str(missing), "does not exist", "Images/<wnid>-<breed>/*.jpg")
+    raises_data_error(lambda: dogs(dogs_root / "Images"), "has no Images/ folder", "train_list.mat")
+    save_list(dogs_root / "train_list.mat", ["n02085620-Chihuahua/n02085620_0.jpg"])
+    raises_data_error(lambda: dogs(dogs_root), "train_list.mat alone", "test_list.mat")
+    save_list(dogs_root / "test_list.mat", ["n02085620-Chihuahua/n02085620_0.jpg"])
+    raises_data_error(lambda: dogs(dogs_root), "1 images are in both", "n02085620_0.jpg")
+    save_list(dogs_root / "test_list.mat", ["n02085620-Chihuahua/n02085620_99.jpg"])
+    raises_data_error(lambda: dogs(dogs_root), "1 images of the official lists are not in", "n02085620_99.jpg")
+    (dogs_root / "test_list.mat").write_bytes(b"not a MATLAB file")
+    raises_data_error(lambda: dogs(dogs_root), str(dogs_root / "test_list.mat"), "cannot read file_list")
+
+
+def test_top_classes_errors_are_one_line(dogs_root: Path) -> None:
+    raises_data_error(lambda: dogs(dogs_root, num_classes=6, top_classes=6), "data.top_classes=6", "allowed 1 to 5")
+    raises_data_error(lambda: datamodule(name="folder", top_classes=0, num_classes=0), "data.top_classes=0",
+                      "integer >= 1")
+    raises_data_error(lambda: datamodule(name="folder", top_classes=2, num_classes=3),
+                      "data.num_classes=3", "data.top_classes=2")
+    raises_data_error(lambda: datamodule(name="cifar10", top_classes=2, num_classes=2),
+                      "data.top_classes=2", "data.name=cifar10", "stanford_dogs")
+
+
+def test_top_classes_composes_with_the_decoded_cache_subsets_and_batch_processes(dogs_root: Path,
+                                                                                 tmp_path: Path) -> None:
+    """The cache decodes only the kept breeds, under its own key (the plain dataset has other files and labels),
+    and the stratified subset and the batch pool see the relabelled classes."""
+    cache = tmp_path / "cache"
+    top = dogs(dogs_root, num_classes=3, top_classes=3, decoded_cache=True, cache_dir=str(cache),
+               train_per_class=2, val_per_class=1, batch_processes=2)
+    subset = top.train_set.dataset   # BatchPool(Subset(DecodedImages))
+    assert isinstance(subset.dataset, roadmap.data.DecodedImages) and len(subset.dataset) == 22   # 7 + 5 + 10
+    assert np.bincount([subset.dataset.targets[i] for i in subset.indices]).tolist() == [2, 2, 2]
+    x, y = next(iter(top.train_dataloader()))
+    assert x.shape == (2, 3, 32, 32) and set(y.tolist()) <= {0, 1, 2} and top.num_val == 3
+    top.teardown("fit")
+    plain = dogs(dogs_root, decoded_cache=True, cache_dir=str(cache))
+    assert plain.num_train == 29 and len(list((cache / "decoded").glob("dogs-Images-*.npz"))) == 4
+
+
+def test_class_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synthetic = datamodule(train_size=8, val_size=8)
+    with pytest.raises(RuntimeError, match="setup"):
+        synthetic.class_names
+    synthetic.setup("fit")
+    assert synthetic.class_names == [str(c) for c in range(3)]
+    folder = datamodule(name="folder", root=str(make_folder(tmp_path / "ok")))
+    folder.setup("fit")
+    assert folder.class_names == list(CLASSES)
+
+    class TwoClassCifar(torch.utils.data.Dataset):
+        classes = ["airplane", "automobile"]
+
+        def __init__(self, root: str, train: bool, transform: object, download: bool) -> None:
+            pass
+
+        def __len__(self) -> int:
+            return 8
+
+    monkeypatch.setitem(roadmap.data.datamodule.CIFAR, "cifar10", TwoClassCifar)
+    cifar = datamodule(name="cifar10", root=str(tmp_path), num_classes=2)
+    cifar.setup("fit")
+    assert cifar.class_names == ["airplane", "automobile"]
+
+
+@pytest.mark.parametrize("name,classes", [("stanford_dogs", 120), ("imagewoof", 10), ("imagenet", 1000)])
+def test_num_classes_follows_top_classes(name: str, classes: int) -> None:
+    assert compose([f"data={name}"]).data.num_classes == classes
+    cfg = compose([f"data={name}", "data.top_classes=20"])
+    assert cfg.data.num_classes == cfg.model.num_classes == 20
+    assert instantiate(cfg.data).num_classes == 20   # and the datamodule accepts the pair
+
+
 # --- configs and real data -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["synthetic", "imagewoof", "imagenette", "cifar10", "cifar100", "imagenet"])
+@pytest.mark.parametrize("name", ["synthetic", "imagewoof", "imagenette", "cifar10", "cifar100", "imagenet",
+                                  "stanford_dogs"])
 def test_every_data_config_instantiates(name: str) -> None:
     dm = instantiate(compose([f"data={name}", "recipe=modern"]).data)
     assert isinstance(dm, ImageDataModule) and dm.name == name

@@ -157,6 +157,22 @@ def test_transfer_rows_compare_with_the_dog_report(tmp_path):
     assert paper.baseline(None, "convnext_tiny")["top1"] == 82.1   # elsewhere: ImageNet (Table 1)
 
 
+def test_runs_own_efficiency_wins_over_the_bench(tmp_path):
+    """Rows whose runs timed their model (trainer.efficiency=true) keep that; the others take the bench CSV."""
+    sweep = tmp_path / "sweep"
+    for seed, eff in enumerate([0.8, 0.9]):
+        write_run(sweep, "step00_baseline", seed, 70.0)
+        path = sweep / "imagewoof" / "step00_baseline" / f"seed{seed}" / "summary.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "model_img_per_s": 600.0, "job_efficiency": eff}))
+    write_run(sweep, "step01_modern_training", 0, 72.0)
+    bench = tmp_path / "bench.csv"
+    bench.write_text("model,role,train_img_s\nstep00_baseline,ours,1000\nstep01_modern_training,ours,1000\n")
+    table = pd.read_csv(write_report([sweep], tmp_path / "report", bench=bench)["csv"]).set_index("row")
+    assert table.loc["step00_baseline", "job_efficiency"] == pytest.approx(0.85)
+    assert table.loc["step00_baseline", "model_img_per_s"] == 600.0
+    assert table.loc["step01_modern_training", "job_efficiency"] == pytest.approx(500 / 1000)
+
+
 def test_failed_and_unfinished_runs_are_listed(sweeps, report, table):
     runs = load_runs(sweeps)
     assert len(runs) == 14

@@ -138,6 +138,16 @@ def test_finetune_recipe_decays_lr_by_layer_as_the_convnext_code_groups_them(tin
     _check_no_decay_on_norms_and_biases(opt, 1e-8)
 
 
+def test_a_run_measures_its_own_efficiency(tiny_cfg):
+    """trainer.efficiency=true: the model alone is timed after training, in the same process."""
+    cfg = tiny_cfg("+roadmap=step07_separate_downsampling", SMALL, "trainer.efficiency=true")
+    train(cfg)
+    s = _summary(cfg)
+    assert s["model_img_per_s"] > 0 and s["train_img_per_s"] > 0
+    assert s["job_efficiency"] == pytest.approx(s["train_img_per_s"] / s["model_img_per_s"])
+    assert "trainer.efficiency" not in s["config"]   # how a run is timed is not what it trains
+
+
 def test_schedule_is_compressed_to_the_run(tiny_cfg):
     """300-epoch recipe with 20 warmup epochs, run for 3 epochs: warmup is 1/15 of the run, then cosine."""
     cfg = tiny_cfg("+roadmap=step01_modern_training", SMALL, "trainer.max_epochs=3", "trainer.limit_train_batches=5")

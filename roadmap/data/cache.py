@@ -26,16 +26,17 @@ class DecodedImages(Dataset):
     served from memory to the same transforms as PIL images (`data.decoded_cache=true`).
 
     For small datasets on few cores: JPEG decoding of the source images otherwise runs every epoch in loader
-    processes that compete with the model for the cores. The cache file is keyed by the folder and its file list,
-    the side and the interpolation (a changed folder gets a new file), and is written to a temporary file then
-    renamed, so concurrent runs share it safely.
+    processes that compete with the model for the cores. The cache file is keyed by the folder, its files and their
+    labels (a changed folder, another split or `top_classes` gets a new file), the side and the interpolation, and
+    is written to a temporary file then renamed, so concurrent runs share it safely.
     """
 
     def __init__(self, folder: ImageFolder, side: int, interpolation: str, cache_dir: Path, transform: Callable,
                  skip_bad: bool = False) -> None:
         self.classes, self.transform = folder.classes, transform
         root = Path(folder.root).resolve()
-        key = hashlib.sha1("\n".join([str(root), *(file for file, _ in folder.samples)]).encode()).hexdigest()[:8]
+        listing = [str(root), *(f"{file}\t{target}" for file, target in folder.samples)]
+        key = hashlib.sha1("\n".join(listing).encode()).hexdigest()[:8]
         path = cache_dir / "decoded" / f"{root.parent.name}-{root.name}-{key}-{side}px-{interpolation}.npz"
         if not path.is_file():
             self._build(folder, side, interpolation, path, skip_bad)

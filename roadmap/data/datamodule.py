@@ -14,19 +14,22 @@ import torch
 from lightning.fabric.utilities.seed import pl_worker_init_function
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset
-from torchvision.datasets import CIFAR10, CIFAR100
+from torchvision.datasets import CIFAR10, CIFAR100, ImageFolder
 
 from roadmap.data.archives import FASTAI_ARCHIVES, fastai_folder
 from roadmap.data.cache import DecodedImages
+from roadmap.data.dogs import breed, dogs_folders
 from roadmap.data.errors import DataError
-from roadmap.data.folders import FOLDER_LAYOUT, SkipBadImages, check_root, image_folder, stratified_subset
+from roadmap.data.folders import (FOLDER_LAYOUT, SkipBadImages, best_represented, check_root, image_folder,
+                                  keep_classes, stratified_subset)
 from roadmap.data.pool import BatchPool
 from roadmap.data.synthetic import SyntheticShapes
 from roadmap.data.transforms import BatchNormalize, augment_settings, build_transforms
 
 log = logging.getLogger(__name__)
 
-DATASETS = ("synthetic", "imagewoof", "imagenette", "cifar10", "cifar100", "imagenet", "folder")
+FOLDER_DATASETS = ("imagewoof", "imagenette", "imagenet", "stanford_dogs", "folder")   # what top_classes can cut
+DATASETS = ("synthetic", "cifar10", "cifar100", *FOLDER_DATASETS)
 CIFAR = {"cifar10": CIFAR10, "cifar100": CIFAR100}
 MIN_IMAGE_SIZE = 32   # total stride of every model in the roadmap
 MAX_AUTO_WORKERS = 16  # data.num_workers=auto never starts more loader processes per training process
@@ -47,13 +50,16 @@ def _niced_worker(worker_id: int, nice: int, rank: int) -> None:
 class ImageDataModule(L.LightningDataModule):
     """One datamodule for every dataset of the replays; `name` picks the source, the rest is shared.
 
-    name: synthetic | imagewoof | imagenette | cifar10 | cifar100 | imagenet | folder.
+    name: synthetic | imagewoof | imagenette | cifar10 | cifar100 | imagenet | stanford_dogs | folder.
     root: imagewoof/imagenette: a folder with the fast.ai .tgz (or the archive, or its extracted folder);
-        imagenet/folder: an ImageFolder root with train/ and val/; cifar: torchvision's root.
+        imagenet/folder: an ImageFolder root with train/ and val/; cifar: torchvision's root; stanford_dogs: the
+        folder holding Images/ and the official lists, if any (`roadmap.data.dogs`: without them a fixed split).
     cache_dir: where archives are extracted once and reused.
     augment: the recipe's augmentation keys (see `transforms.CLASSIC_AUGMENT`); crop_pct: val resize ratio.
     train_size / val_size: synthetic images generated; train_per_class / val_per_class: a seeded, stratified
         subset of a real dataset (cheap CPU proxies).
+    top_classes: an ImageFolder dataset cut to its N classes with the most training images (ties: more images in
+        all, then the folder name), relabelled 0..N-1 in folder order, val too; num_classes must be N.
     bad_images: "fail" raises on an undecodable image; "skip" warns and substitutes the next sample.
     decoded_cache: decode and resize a folder dataset once (see `DecodedImages`): val images at the val
         transform's resize size, so evaluation is unchanged; train images at twice image_size, so random crops
@@ -72,7 +78,8 @@ class ImageDataModule(L.LightningDataModule):
                  augment: Mapping[str, Any] | None = None, crop_pct: float = 0.875, seed: int = 0,
                  train_size: int = 2000, val_size: int = 500, train_per_class: int | None = None,
                  val_per_class: int | None = None, bad_images: str = "fail", download: bool = False,
-                 decoded_cache: bool = False, worker_nice: int = 0, batch_processes: int = 0) -> None:
+                 decoded_cache: bool = False, worker_nice: int = 0, batch_processes: int = 0,
+                 top_classes: int | None = None) -> None:
         super().__init__()
         if name not in DATASETS:
             raise DataError(f"unknown data.name '{name}'; allowed: {', '.join(DATASETS)}")
@@ -92,7 +99,16 @@ class ImageDataModule(L.LightningDataModule):
         if batch_processes > 1 and num_workers != 0:
             raise DataError(f"data.batch_processes={batch_processes} needs data.num_workers=0 (got {num_workers!r}): "
                             "the pool loads each batch between steps, loader processes load ahead of them")
-        self.batch_processes = batch_processes
+        if top_classes is not None:
+            if name not in FOLDER_DATASETS:
+                raise DataError(f"data.top_classes={top_classes!r} needs an ImageFolder dataset; data.name={name}, "
+                                f"allowed: {', '.join(FOLDER_DATASETS)} (or data.top_classes=null)")
+            if not (isinstance(top_classes, int) and top_classes >= 1):
+                raise DataError(f"data.top_classes={top_classes!r} is invalid: allowed null or an integer >= 1")
+            if num_classes != top_classes:
+                raise DataError(f"data.num_classes={num_classes} but data.top_classes={top_classes}: the model "
+                                f"classifies the kept classes, so set data.num_classes={top_classes}")
+        self.batch_processes, self.top_classes = batch_processes, top_classes
         self.name, self.num_classes, self.image_size = name, num_classes, image_size
         self.root = Path(root).expanduser() if root is not None else None
         self.cache_dir = Path(cache_dir).expanduser()
@@ -109,6 +125,7 @@ class ImageDataModule(L.LightningDataModule):
         self.data_dir: Path | None = None
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
+        self._class_names: list[str] | None = None
 
     def _root(self) -> Path:
         if self.root is None:
@@ -138,6 +155,7 @@ class ImageDataModule(L.LightningDataModule):
         if self.name == "synthetic":
             train = SyntheticShapes(self.train_size, self.num_classes, (self.seed, 0), self.train_transform)
             val = SyntheticShapes(self.val_size, self.num_classes, (self.seed, 1), self.val_transform)
+            self._class_names = [str(c) for c in range(self.num_classes)]
         else:
             train, val = self._real_sets()
         if self.batch_size > len(train):
@@ -149,30 +167,43 @@ class ImageDataModule(L.LightningDataModule):
         if rank_zero_only.rank == 0:
             log.info(self.describe())
 
+    def _folders(self) -> tuple[ImageFolder, ImageFolder]:
+        """The train and val ImageFolders of a folder dataset, with the same class folders."""
+        if self.name == "stanford_dogs":
+            self.data_dir = self._root()
+            return dogs_folders(self.data_dir, self.train_transform, self.val_transform)
+        if self.name in FASTAI_ARCHIVES:
+            self.data_dir = fastai_folder(self.name, self._root(), self.cache_dir, self.download)
+        else:
+            self.data_dir = self._root()
+            check_root(self.data_dir, FOLDER_LAYOUT)
+        for split in ("train", "val"):
+            if not (self.data_dir / split).is_dir():
+                raise DataError(f"'{self.data_dir}' has no {split}/ folder; expected {FOLDER_LAYOUT}")
+        train = image_folder(self.data_dir / "train", self.train_transform)
+        val = image_folder(self.data_dir / "val", self.val_transform)
+        if val.classes != train.classes:
+            raise DataError(f"'{self.data_dir}/val' has {len(val.classes)} class folders that differ from the "
+                            f"{len(train.classes)} of train/; expected the same class folders in both")
+        return train, val
+
     def _real_sets(self) -> tuple[Dataset, Dataset]:
         if self.name in CIFAR:
             self.data_dir = self._root()
             train, val = self._cifar(train=True), self._cifar(train=False)
+            self._class_names = list(train.classes)
         else:
-            if self.name in FASTAI_ARCHIVES:
-                self.data_dir = fastai_folder(self.name, self._root(), self.cache_dir, self.download)
-            else:
-                self.data_dir = self._root()
-                check_root(self.data_dir, FOLDER_LAYOUT)
-            for split in ("train", "val"):
-                if not (self.data_dir / split).is_dir():
-                    raise DataError(f"'{self.data_dir}' has no {split}/ folder; expected {FOLDER_LAYOUT}")
-            train = image_folder(self.data_dir / "train", self.train_transform)
-            val = image_folder(self.data_dir / "val", self.val_transform)
+            train, val = self._folders()
+            if self.top_classes is not None:
+                kept = best_represented(train, val, self.top_classes)
+                train, val = keep_classes(train, kept), keep_classes(val, kept)
+            self._class_names = [breed(c) if self.name == "stanford_dogs" else c for c in train.classes]
             if self.decoded_cache:
                 skip = self.bad_images == "skip"
                 val_side = math.floor(self.image_size / self.crop_pct)   # timm's eval resize: a no-op on these
                 train = DecodedImages(train, 2 * self.image_size, self.interpolation, self.cache_dir,
                                       self.train_transform, skip)
                 val = DecodedImages(val, val_side, self.interpolation, self.cache_dir, self.val_transform, skip)
-            if val.classes != train.classes:
-                raise DataError(f"'{self.data_dir}/val' has {len(val.classes)} class folders that differ from the "
-                                f"{len(train.classes)} of train/; expected the same class folders in both")
         if len(train.classes) != self.num_classes:
             raise DataError(f"found {len(train.classes)} classes in '{self.data_dir}' but data.num_classes="
                             f"{self.num_classes}; set data.num_classes={len(train.classes)} or fix the folder")
@@ -188,6 +219,14 @@ class ImageDataModule(L.LightningDataModule):
         if self.train_set is None or self.val_set is None:
             raise RuntimeError("ImageDataModule.setup() has not run yet")
         return self.train_set, self.val_set
+
+    @property
+    def class_names(self) -> list[str]:
+        """A readable name per label, in label order (a Stanford Dogs breed, a folder's name, CIFAR's, or the
+        synthetic label itself), for per-class results such as the confusion matrix."""
+        if self._class_names is None:
+            raise RuntimeError("ImageDataModule.setup() has not run yet")
+        return self._class_names
 
     @property
     def num_train(self) -> int:

@@ -1,7 +1,9 @@
 """ImageFolder datasets (train/<class>/<image>, val/...) whose bad files and layouts are clear DataErrors."""
 from __future__ import annotations
 
+import copy
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Callable
 
@@ -55,12 +57,43 @@ def check_root(root: Path, expected: str) -> None:
         raise DataError(f"data.root '{root}' is empty; expected {expected}")
 
 
-def image_folder(split_dir: Path, transform: Callable) -> ImageFolder:
+def image_folder(split_dir: Path, transform: Callable, layout: str = FOLDER_LAYOUT) -> ImageFolder:
     """An ImageFolder over `split_dir` whose loader reports undecodable files as `BadImageError`."""
     try:
         return ImageFolder(str(split_dir), transform=transform, loader=load_rgb)
     except FileNotFoundError as err:
-        raise DataError(f"no class folders with images in '{split_dir}' ({err}); expected {FOLDER_LAYOUT}") from err
+        raise DataError(f"no class folders with images in '{split_dir}' ({err}); expected {layout}") from err
+
+
+def narrowed(folder: ImageFolder, samples: list[tuple[str, int]], classes: list[str]) -> ImageFolder:
+    """A copy of `folder` that lists only `samples`, labelled by index into `classes`: every attribute the
+    subsets and `DecodedImages` read (root, classes, samples, targets) describes the same images."""
+    narrow = copy.copy(folder)
+    narrow.classes, narrow.class_to_idx = classes, {name: i for i, name in enumerate(classes)}
+    narrow.samples = narrow.imgs = samples
+    narrow.targets = [target for _, target in samples]
+    return narrow
+
+
+def best_represented(train: ImageFolder, val: ImageFolder, count: int) -> list[str]:
+    """The `count` classes with the most training images (`data.top_classes`). Ties go to the class with more
+    images in both splits, then to the first class folder by name: a split that gives every class the same
+    training count (Stanford Dogs' official 100 a breed) still ranks the classes by what the dataset holds."""
+    if not 1 <= count <= len(train.classes):
+        raise DataError(f"data.top_classes={count} is invalid: allowed 1 to {len(train.classes)}, the classes "
+                        f"in '{train.root}'")
+    in_train = np.bincount(train.targets, minlength=len(train.classes))
+    in_all = in_train + np.bincount(val.targets, minlength=len(train.classes))
+    ranked = sorted(range(len(train.classes)), key=lambda c: (-in_train[c], -in_all[c], train.classes[c]))
+    return [train.classes[c] for c in ranked[:count]]
+
+
+def keep_classes(folder: ImageFolder, names: Sequence[str]) -> ImageFolder:
+    """`folder` with only the classes `names`, relabelled 0..len(names)-1 in the folder's own (sorted) order."""
+    wanted = set(names)
+    kept = [name for name in folder.classes if name in wanted]
+    relabel = {folder.class_to_idx[name]: i for i, name in enumerate(kept)}
+    return narrowed(folder, [(path, relabel[target]) for path, target in folder.samples if target in relabel], kept)
 
 
 def stratified_subset(dataset: Dataset, per_class: int, seed: int) -> Subset:
