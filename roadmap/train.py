@@ -256,7 +256,8 @@ def _train(cfg: DictConfig, run_dir: Path, record: dict[str, Any]) -> Summary:
         fresh_workers = cfg.trainer.deterministic and cfg.data.get("persistent_workers") is None
         datamodule = instantiate(cfg.data, **({"persistent_workers": False} if fresh_workers else {}))
         model = build_model(cfg)
-        summary.pretrained = load_pretrained(model, cfg.model.get("pretrained"), cfg.recipe.head_init_scale)
+        if not cfg.eval_only:   # an evaluation loads ckpt_path's weights instead (roadmap.evaluate)
+            summary.pretrained = load_pretrained(model, cfg.model.get("pretrained"), cfg.recipe.head_init_scale)
         summary.model = _plain(cfg.model).get("model_name", type(model).__name__)
         counts = profile(model, cfg.data.image_size)
         summary.params, summary.gmacs = counts["params"], counts["gmacs"]
