@@ -162,6 +162,13 @@ def add_efficiency(table: pd.DataFrame, bench_csv: str | Path) -> pd.DataFrame:
     return table.assign(job_efficiency=table["train_img_per_s"] / table["model_img_per_s"])
 
 
+def _short_path(override: str) -> str:
+    """key=<a path> as key=…/<its last 3 parts> (e.g. a model.pretrained checkpoint), for a chart's labels."""
+    key, _, value = override.partition("=")
+    parts = value.split("/")
+    return f"{key}=…/{'/'.join(parts[-3:])}" if len(parts) > 4 else override
+
+
 def _design_overrides(variant: str) -> list[str]:
     """The overrides of a run that change the design (commas inside [...] lists do not split)."""
     return [o for o in split_overrides(variant) if not BUDGET_OVERRIDE.match(o)]
@@ -196,13 +203,15 @@ def trajectory_figure(table: pd.DataFrame, runs: pd.DataFrame, title: str | None
     table = table.reset_index(drop=True)
     names = paper.table10().set_index("step")["name"]
     # a variant's label: its name and design overrides, wrapped (budget overrides are the same on every row)
-    labels = [names[r.paper_row] if r.kind == "roadmap" else r.paper_row if r.kind == "baseline" and r.paper_row
-              else textwrap.fill(" ".join([r.row.split(",")[0], *_design_overrides(r.variant)]), 40)
+    labels = [names[r.paper_row] if r.kind == "roadmap"
+              else r.paper_row if r.kind == "baseline" and isinstance(r.paper_row, str)   # no reference: NaN
+              else textwrap.fill(" ".join([r.row.split(",")[0], *map(_short_path, _design_overrides(r.variant))]), 40)
               for r in table.itertuples()]
+    lines = max((label.count("\n") + 1 for label in labels), default=1)
     size = _joined(table["image_size"])
     context = ", ".join(f"{v}{unit}" for v, unit in ((_joined(table["data"]), ""), (size, " px"),
                                                      (_joined(table["epochs"]), " ep")) if v)
-    fig = Figure(figsize=(12, 1.8 + 0.42 * max(len(table), 1)), layout="constrained")
+    fig = Figure(figsize=(12, 1.8 + 0.42 * max(len(table), 1) * max(1, lines / 2)), layout="constrained")
     left, right = fig.subplots(1, 2, sharey=True)
     y = np.arange(len(table))
     chain = (table["kind"] == "roadmap").to_numpy()
