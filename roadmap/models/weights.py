@@ -129,6 +129,7 @@ def _architecture(model: nn.Module) -> str:
     if not isinstance(model, RoadmapNet):
         cfg = model.pretrained_cfg
         return f"timm:{cfg['architecture']}" + (f".{cfg['tag']}" if cfg.get("tag") else "")
+
     def shapes(state: dict[str, torch.Tensor]) -> dict[str, torch.Size]:   # the head and layer scale aside
         return {k: v.shape for k, v in state.items() if not (k.startswith("fc.") or k.endswith(".gamma"))}
 
