@@ -16,6 +16,8 @@ import lightning as L
 import numpy as np
 import torch
 
+from roadmap.bench import Runner   # the bench's own timed step: the job efficiency divides by what it measures
+
 
 class ResumableRNG(L.Callback):
     """Saves the torch/numpy/python RNG states with each checkpoint and restores them when the resumed
@@ -134,7 +136,6 @@ class ModelSpeed(L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.interrupted or trainer.fast_dev_run or not trainer.is_global_zero:
             return
-        from roadmap.bench import Runner   # the bench's own step, so both efficiencies measure the same thing
         data = trainer.datamodule
         x = torch.randn(data.batch_size, 3, data.image_size, data.image_size, device=pl_module.device)
         y = torch.randint(0, data.num_classes, (data.batch_size,), device=pl_module.device)

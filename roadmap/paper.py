@@ -23,11 +23,21 @@ def dog_report() -> pd.DataFrame:
     return pd.read_csv(PAPER_DIR / "dog_report.csv")
 
 
+# What a run without a roadmap step compares with, by its dataset: (table, what the table's top-1 is).
+REFERENCES = {"stanford_dogs": (dog_report, "the dog-breed report's top-1, 20 Stanford Dogs breeds")}
+IMAGENET = (baselines, "paper ImageNet-1K top-1")
+
+
+def reference_label(data: str | None) -> str:
+    """What the published top-1 beside runs on `data` is, for a chart's axis."""
+    return REFERENCES.get(data, IMAGENET)[1]
+
+
 def baseline(model: str | None, name: str, data: str | None = None) -> pd.Series | None:
-    """The published row a run without a roadmap step compares with: the dog-breed report's on Stanford Dogs,
-    else Table 1's; by its timm model (DeiT-S, Swin-T, MobileNetV2), else by its config name (ConvNeXt-T is our
-    builder, run as model=convnext_tiny); None when the table has no such model."""
-    table = (dog_report() if data == "stanford_dogs" else baselines()).set_index("timm_model")
+    """The published row a run without a roadmap step compares with (`REFERENCES`: the dog-breed report's on
+    Stanford Dogs, else Table 1's); by its timm model (DeiT-S, Swin-T, MobileNetV2), else by its config name
+    (ConvNeXt-T is our builder, run as model=convnext_tiny); None when the table has no such model."""
+    table = REFERENCES.get(data, IMAGENET)[0]().set_index("timm_model")
     key = model if model in table.index else name
     return table.loc[key] if key in table.index else None
 

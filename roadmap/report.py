@@ -108,9 +108,8 @@ def trajectory_table(runs: pd.DataFrame, metric: str = "acc1") -> pd.DataFrame:
         step = g["step"].dropna().iloc[0] if g["step"].notna().any() else None
         target = _paper_step(step, variant)
         if step is None:
-            model = g["model"].dropna().iloc[0] if g["model"].notna().any() else None
-            kind, ref = "baseline", paper.baseline(model, name, g["data"].dropna().iloc[0] if g["data"].notna().any()
-                                                   else None)
+            model, data = (g[c].dropna().iloc[0] if g[c].notna().any() else None for c in ("model", "data"))
+            kind, ref = "baseline", paper.baseline(model, name, data)
         else:
             kind, ref = ("roadmap", t10.loc[target]) if target in t10.index else ("variant", None)
         rows.append({
@@ -239,9 +238,7 @@ def trajectory_figure(table: pd.DataFrame, runs: pd.DataFrame, title: str | None
             ax.axhline(first_baseline[0] - 0.5, color="gray", lw=0.8)
     left.set_yticks(y, labels)
     left.set_ylim(len(table) - 0.5, -0.5)  # step 00 on top
-    dogs = "stanford_dogs" in set(table["data"])
-    left.set_xlabel(("the dog-breed report's top-1, 20 Stanford Dogs breeds (%)" if dogs
-                     else "paper ImageNet-1K top-1 (%)") + "\nGMACs at 224 px")
+    left.set_xlabel(f"{paper.reference_label(_joined(table['data']))} (%)\nGMACs at 224 px")
     right.set_xlabel(f"measured top-1, {metric} (%): mean ± 95 % CI over seeds\n"
                      f"GMACs at {size or 'the run'} px" + (f" — {context}" if context else ""))
     right.legend(loc="lower right", fontsize=7, frameon=False)

@@ -36,7 +36,7 @@ TIMM_CONVNEXT_RULES = [
 ]
 
 
-def rename(state: dict[str, torch.Tensor], rules: list)  -> dict[str, torch.Tensor]:
+def rename(state: dict[str, torch.Tensor], rules: list) -> dict[str, torch.Tensor]:
     """Rename each key by the first rule whose pattern matches it."""
     out = {}
     for key, value in state.items():

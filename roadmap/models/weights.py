@@ -77,6 +77,7 @@ def fit_state(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, tor
     if not isinstance(model, RoadmapNet):
         filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
         return filter_fn(state, model) if filter_fn is not None else state
+
     def core(keys: Any) -> set[str]:   # layer scales aside: `load_weights` sets those a file lacks to 1
         return {k for k in keys if not k.endswith(".gamma")}
     for rules in (None, TORCHVISION_RULES, TIMM_CONVNEXT_RULES):
@@ -90,8 +91,9 @@ def load_weights(model: nn.Module, path: str | Path, reset_head: bool = True,
                  head_init_scale: float = 1.0, field: str = "model.pretrained") -> dict[str, Any]:
     """Load the weights in `path` into `model`, every key and shape exactly, except a classifier of another class
     count: with `reset_head` it keeps the model's fresh init, scaled by `head_init_scale` (the ConvNeXt
-    fine-tuning recipe's 0.001); and layer scales the file lacks (torchvision's ResNet-50 into step 01) are 1. Returns what the run records: the file's name and sha256, and whether the head
-    was reset. `field` names the config key in errors."""
+    fine-tuning recipe's 0.001); and layer scales the file lacks (torchvision's ResNet-50 into step 01) are 1.
+    Returns what the run records: the file's name, path and sha256, and whether the head was reset. `field` names
+    the config key in errors."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise WeightsError(f"{field}={path}: no such file")
