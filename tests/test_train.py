@@ -221,6 +221,35 @@ def test_real_imagewoof_slice(tiny_cfg, data_cache):
     assert s["status"] == "finished" and s["data"] == "imagewoof" and s["image_size"] == 64
 
 
+_SPIN_PROBE = """
+import importlib.abc, os, sys
+class Probe(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            print("at torch import:", os.environ.get("GOMP_SPINCOUNT"))
+            sys.meta_path.remove(self)
+sys.meta_path.insert(0, Probe())
+sys.argv = ["x"]
+import {module}
+"""
+
+
+@pytest.mark.parametrize("module", ["run", "roadmap.bench"])
+@pytest.mark.parametrize("env, expected", [(None, "10000"), ("500", "500")])
+def test_torch_loads_libgomp_with_a_short_spin(module, env, expected):
+    """libgomp reads GOMP_SPINCOUNT once, when torch loads it: the entry points set the default before that, and
+    a value the user sets is kept."""
+    import os
+    import subprocess
+    import sys
+    environ = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    if env is not None:
+        environ["GOMP_SPINCOUNT"] = env
+    out = subprocess.run([sys.executable, "-c", _SPIN_PROBE.format(module=module)], env=environ,
+                         cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=120)
+    assert f"at torch import: {expected}\n" in out.stdout, out.stderr[-2000:]
+
+
 def test_cpu_threads_split_cores_among_processes(tiny_cfg):
     from roadmap.data import usable_cores
     from roadmap.train import _set_cpu_threads
