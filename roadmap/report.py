@@ -161,6 +161,14 @@ def add_efficiency(table: pd.DataFrame, bench_csv: str | Path) -> pd.DataFrame:
     return table.assign(job_efficiency=table["train_img_per_s"] / table["model_img_per_s"])
 
 
+def study_efficiency(table: pd.DataFrame) -> float:
+    """The study's job efficiency: the share of its rows' training time the models alone would take, sum of
+    1 / model img/s over sum of 1 / job img/s (its rows train the same images). Slow rows weigh as much as they
+    take; the mean of the rows' ratios would weigh each row alike."""
+    timed = table.dropna(subset=["train_img_per_s", "model_img_per_s"])
+    return float((1 / timed["model_img_per_s"]).sum() / (1 / timed["train_img_per_s"]).sum())
+
+
 def _short_path(override: str) -> str:
     """key=<a path> as key=…/<its last 3 parts> (e.g. a model.pretrained checkpoint), for a chart's labels."""
     key, _, value = override.partition("=")
@@ -317,6 +325,9 @@ def _markdown(table: pd.DataFrame, runs: pd.DataFrame, dirs: Sequence[str | Path
             " `job_efficiency`: train img/s of the whole job over the model's alone (`roadmap.bench`)."
             if "job_efficiency" in table else ""), "",
         shown.to_markdown(index=False, missingval=""), "",
+        *([f"Study job efficiency {study_efficiency(table):.2f} (the models alone would take that share of the "
+           f"rows' training time); rows {table['job_efficiency'].min():.2f}-{table['job_efficiency'].max():.2f}, "
+           f"mean {table['job_efficiency'].mean():.2f}.", ""] if "job_efficiency" in table else []),
         "## Failed or unfinished runs", "",
         *(failures or ["None."]), "",
     ])

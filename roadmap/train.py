@@ -37,7 +37,7 @@ from roadmap.models import profile
 from roadmap.models.weights import load_pretrained
 from roadmap.module import Classifier
 from roadmap.runs import (CHECKPOINTS, LAST, RUN_LOG, SUMMARY, WANDB_ID, RunInUseError, Summary, archive_previous,
-                          config_diff, fingerprint, flat_config, record_launch, run_lock, save_config,
+                          config_diff, fingerprint, flat_config, record_launch, run_lock, same_run, save_config,
                           variant_overrides)
 
 log = logging.getLogger("roadmap")
@@ -127,7 +127,7 @@ def check_checkpoint(path: Path, state: dict[str, Any], record: dict[str, Any], 
         raise RunError(f"checkpoint {path} was not written by this version of roadmap (no config fingerprint "
                        "inside); start over with force=true or pass ckpt_path=null")
     old, new = ({k: v for k, v in c.items() if k.startswith(only)} for c in (saved["config"], record["config"]))
-    if old != new:
+    if not same_run(old, new):
         raise RunError(f"checkpoint {path} is from another configuration ({config_diff(old, new)}); use the "
                        "matching overrides, another run directory, or force=true to start over")
 
@@ -227,7 +227,9 @@ def _train(cfg: DictConfig, run_dir: Path, record: dict[str, Any]) -> Summary:
     elif (run_dir / SUMMARY).exists() and not cfg.eval_only:   # an evaluation always runs: roadmap.evaluate
         previous = Summary.read(run_dir / SUMMARY)
         if previous.status == "finished":
-            if previous.fingerprint not in (None, record["fingerprint"]):   # None: written before fingerprints
+            # no fingerprint: written before fingerprints; another one: the same run only if it predates some keys
+            if previous.fingerprint not in (None, record["fingerprint"]) and not same_run(previous.config or {},
+                                                                                          record["config"]):
                 raise RunError(f"{run_dir} holds a finished run of another configuration "
                                f"({config_diff(previous.config or {}, record['config'])}); train this one with "
                                "force=true (the old run moves to superseded/) or under another group=")

@@ -12,7 +12,7 @@ import pytest
 from matplotlib.image import imread
 
 from roadmap import paper
-from roadmap.report import COLUMNS, load_runs, log_to_wandb, trajectory_table, write_report
+from roadmap.report import COLUMNS, load_runs, log_to_wandb, study_efficiency, trajectory_table, write_report
 
 REPO = Path(__file__).resolve().parents[1]
 REQUIRED = ["row", "step", "variant", "n", "mean_top1", "std_top1", "ci95_top1", "delta_prev", "delta_prev_ci95",
@@ -287,6 +287,15 @@ def test_job_efficiency_joins_the_bench_by_row(tmp_path: Path):
                   "role": ["ours", "ours", "reference", "ours", "ours"],
                   "train_img_s": [625.0, 1000.0, 1.0, 900.0, 500.0]}
                  ).to_csv(tmp_path / "bench.csv", index=False)
-    table = pd.read_csv(write_report([tmp_path / "s"], tmp_path / "r", bench=tmp_path / "bench.csv")["csv"])
+    paths = write_report([tmp_path / "s"], tmp_path / "r", bench=tmp_path / "bench.csv")
+    table = pd.read_csv(paths["csv"])
     assert table.set_index("row")["job_efficiency"].to_dict() == pytest.approx({"step00_baseline": 0.8,
                                                                                 "deit_small": 0.5})
+    assert "Study job efficiency 0.65 " in paths["md"].read_text() and "rows 0.50-0.80, mean 0.65." in paths[
+        "md"].read_text()   # jobs at one speed: the study's share of time is the rows' mean
+
+
+def test_study_efficiency_weighs_rows_by_their_time():
+    """A slow row takes more of the study's time, so it counts more than in the mean of the rows' ratios."""
+    table = pd.DataFrame({"train_img_per_s": [500.0, 100.0, 300.0], "model_img_per_s": [625.0, 200.0, None]})
+    assert study_efficiency(table) == pytest.approx((1 / 625 + 1 / 200) / (1 / 500 + 1 / 100))   # 0.55, not 0.65

@@ -19,8 +19,8 @@ from hydra.errors import HydraException
 import roadmap.report
 import roadmap.train
 from roadmap import build_model, compose
-from roadmap.runs import (BEST, BEST_WEIGHTS, CHECKPOINTS, LAST, PREVIOUS, RUN_LOG, SUMMARY, SUPERSEDED, WANDB_ID,
-                          run_lock)
+from roadmap.runs import (ADDED_KEYS, BEST, BEST_WEIGHTS, CHECKPOINTS, LAST, PREVIOUS, RUN_LOG, SUMMARY, SUPERSEDED,
+                          WANDB_ID, fingerprint, run_lock, same_run)
 from roadmap.schema import config_error
 from roadmap.train import RunError, train
 
@@ -65,6 +65,25 @@ def test_finished_run_of_another_configuration_is_refused_by_name(tiny_cfg, tmp_
 
 
 # -- one writer per directory ----------------------------------------------------------------------------------
+def test_a_run_recorded_before_a_key_existed_is_the_same_run_at_its_neutral_value(tiny_cfg, tmp_path):
+    """Upgrading roadmap adds config keys: a finished run whose record predates them is still skipped when the
+    new keys are at the values that train what it trained (`ADDED_KEYS`), and refused when they are not."""
+    run = tmp_path / "run"
+    train(tiny_cfg("+roadmap=step00_baseline", SMALL))
+    summary = _summary(run)
+    old = {k: v for k, v in summary["config"].items() if k not in ADDED_KEYS}
+    assert set(summary["config"]) - set(old) == {"model.pretrained", "recipe.layer_decay", "recipe.head_init_scale",
+                                                 "data.top_classes"}
+    (run / SUMMARY).write_text(json.dumps({**summary, "config": old, "fingerprint": fingerprint(old)}))
+    before = (run / SUMMARY).read_text()
+    train(tiny_cfg("+roadmap=step00_baseline", SMALL))   # skipped: nothing retrained, nothing rewritten
+    assert (run / SUMMARY).read_text() == before
+    with pytest.raises(RunError, match=r"recipe\.head_init_scale: '<absent>' -> 0\.5"):
+        train(tiny_cfg("+roadmap=step00_baseline", SMALL, "recipe.head_init_scale=0.5"))
+    assert not same_run({"a": 1}, {"a": 1, "data.top_classes": 3}) and same_run({"a": 1}, {"a": 1})
+    assert not same_run({"a": 1, "data.top_classes": None}, {"a": 1})   # a key the new config dropped counts
+
+
 def test_a_directory_in_use_is_refused_in_one_line_and_left_untouched(tmp_path):
     args = ["+roadmap=step00_baseline", SMALL]
     assert run_py(*args, log_dir=tmp_path).returncode == 0
