@@ -64,7 +64,6 @@ def test_finished_run_of_another_configuration_is_refused_by_name(tiny_cfg, tmp_
     assert (run / SUMMARY).read_text() == before
 
 
-# -- one writer per directory ----------------------------------------------------------------------------------
 def test_a_run_recorded_before_a_key_existed_is_the_same_run_at_its_neutral_value(tiny_cfg, tmp_path):
     """Upgrading roadmap adds config keys: a finished run whose record predates them is still skipped when the
     new keys are at the values that train what it trained (`ADDED_KEYS`), and refused when they are not."""
@@ -84,6 +83,7 @@ def test_a_run_recorded_before_a_key_existed_is_the_same_run_at_its_neutral_valu
     assert not same_run({"a": 1, "data.top_classes": None}, {"a": 1})   # a key the new config dropped counts
 
 
+# -- one writer per directory ----------------------------------------------------------------------------------
 def test_a_directory_in_use_is_refused_in_one_line_and_left_untouched(tmp_path):
     args = ["+roadmap=step00_baseline", SMALL]
     assert run_py(*args, log_dir=tmp_path).returncode == 0

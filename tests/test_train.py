@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -239,9 +242,6 @@ import {module}
 def test_torch_loads_libgomp_with_a_short_spin(module, env, expected):
     """libgomp reads GOMP_SPINCOUNT once, when torch loads it: the entry points set the default before that, and
     a value the user sets is kept."""
-    import os
-    import subprocess
-    import sys
     environ = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
     if env is not None:
         environ["GOMP_SPINCOUNT"] = env
