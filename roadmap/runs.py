@@ -19,6 +19,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from roadmap import schema
 from roadmap.atomic import write_atomic
 
 # -- file names -------------------------------------------------------------------------------------------------
@@ -190,16 +191,15 @@ def fingerprint(flat: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-# Keys added after runs began to record their config, each with the value that trains what a record without it
-# trained: a finished run or a checkpoint from before the key existed still matches a config at that value.
-ADDED_KEYS = {"model.pretrained": False, "recipe.layer_decay": None, "recipe.head_init_scale": 1.0,
-              "data.top_classes": None}
+# Keys added after runs began to record their config, whose schema default trains what a record without them
+# trained: a finished run or a checkpoint from before such a key existed still matches a config at its default.
+ADDED_KEYS = ("model.pretrained", "recipe.layer_decay", "recipe.head_init_scale", "data.top_classes")
 
 
 def same_run(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     """Whether a recorded flat config (`old`) trains what `new` does: equal, once the keys it predates
-    (`ADDED_KEYS`) are filled in at their neutral values."""
-    return {**{k: v for k, v in ADDED_KEYS.items() if k in new}, **old} == dict(new)
+    (`ADDED_KEYS`) are filled in at their schema defaults."""
+    return {**{k: schema.default(k) for k in ADDED_KEYS if k in new}, **old} == dict(new)
 
 
 def config_diff(old: Mapping[str, Any], new: Mapping[str, Any], shown: int = 4) -> str:

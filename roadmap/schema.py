@@ -169,6 +169,17 @@ SCHEMAS = {("model", "roadmap_net_schema"): RoadmapNetSchema, ("model", "timm_sc
            ("data", "data_schema"): DataSchema, ("trainer", "trainer_schema"): TrainerSchema}
 
 
+def default(key: str) -> Any:
+    """A dotted config key's schema default (`recipe.layer_decay` -> None), from the first schema of its group
+    that has the field."""
+    group, _, name = key.partition(".")
+    for (schema_group, _), schema in SCHEMAS.items():
+        fields = {f.name: f for f in dataclasses.fields(schema)}
+        if schema_group == group and name in fields and fields[name].default is not MISSING:
+            return fields[name].default
+    raise KeyError(f"{key} has no schema default")
+
+
 def config_error(err: BaseException) -> str:
     """A composition error as one line naming the full key and what it allows (Hydra prints several)."""
     cause = err.__cause__ if isinstance(err.__cause__, OmegaConfBaseException) else err

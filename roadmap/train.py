@@ -227,9 +227,8 @@ def _train(cfg: DictConfig, run_dir: Path, record: dict[str, Any]) -> Summary:
     elif (run_dir / SUMMARY).exists() and not cfg.eval_only:   # an evaluation always runs: roadmap.evaluate
         previous = Summary.read(run_dir / SUMMARY)
         if previous.status == "finished":
-            # no fingerprint: written before fingerprints; another one: the same run only if it predates some keys
-            if previous.fingerprint not in (None, record["fingerprint"]) and not same_run(previous.config or {},
-                                                                                          record["config"]):
+            # None: written before fingerprints; else the same run if it predates keys now at their defaults
+            if previous.fingerprint is not None and not same_run(previous.config or {}, record["config"]):
                 raise RunError(f"{run_dir} holds a finished run of another configuration "
                                f"({config_diff(previous.config or {}, record['config'])}); train this one with "
                                "force=true (the old run moves to superseded/) or under another group=")
