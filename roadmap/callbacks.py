@@ -1,5 +1,5 @@
-"""Callbacks Lightning does not ship: exact resume of random state, a checkpoint on preemption, plain progress
-lines for log files, and the model's own speed for the job's efficiency."""
+"""Callbacks Lightning does not ship: exact resume of random state, the run's learning curve, a checkpoint on
+preemption, plain progress lines for log files, and the model's own speed for the job's efficiency."""
 from __future__ import annotations
 
 import copy
@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from roadmap.bench import Runner   # the bench's own timed step: the job efficiency divides by what it measures
+from roadmap.runs import write_history
 
 
 class ResumableRNG(L.Callback):
@@ -49,6 +50,40 @@ class ResumableRNG(L.Callback):
         np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
         if "cuda" in s and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(s["cuda"])
+
+
+class EpochHistory(L.Callback):
+    """Each validation's val top-1/top-5/loss and the epoch's mean train loss, as one row of the run's history
+    (`roadmap.runs.write_history`). The rows travel in the checkpoint (plain types): Lightning saves last.ckpt
+    after this hook (checkpoint callbacks run last), so a resumed run's file holds exactly the epochs its
+    checkpoint reached, then continues."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.rows: list[dict[str, float | int | None]] = []
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = list(state_dict["rows"])
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero and self.rows:   # a resumed run: drop rows past its checkpoint
+            write_history(self.run_dir, self.rows)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        m = trainer.callback_metrics
+        val = {k: float(m[f"val/{k}"]) if f"val/{k}" in m else None for k in ("loss", "acc1", "acc5", "acc1_ema")}
+        mean = pl_module.epoch_train_loss   # all ranks compute it: torchmetrics reduces across DDP ranks
+        self.rows.append({"epoch": trainer.current_epoch + 1, "step": trainer.global_step,
+                          "train_loss": float(mean.compute()) if mean.update_called else None,
+                          "val_loss": val["loss"], "acc1": val["acc1"], "acc5": val["acc5"],
+                          "acc1_ema": val["acc1_ema"]})
+        if trainer.is_global_zero:
+            write_history(self.run_dir, self.rows)
 
 
 class LineProgress(L.Callback):

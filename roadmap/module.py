@@ -15,6 +15,7 @@ from timm.scheduler import CosineLRScheduler, StepLRScheduler
 from timm.scheduler.scheduler import Scheduler
 from timm.utils import ModelEmaV3
 from torch import nn
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 
@@ -48,6 +49,9 @@ class Classifier(L.LightningModule):
         self.train_loss = (SoftTargetCrossEntropy() if self.mixup
                            else nn.CrossEntropyLoss(label_smoothing=r["label_smoothing"]))
         self.val_loss = nn.CrossEntropyLoss()
+        # the epoch's mean train loss, for the run's history (callbacks.EpochHistory); not in the state dict, so a
+        # run resumed mid-epoch averages that epoch over the batches after the resume
+        self.epoch_train_loss = MeanMetric()
         self.acc1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.acc5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
         self.ema = ModelEmaV3(model, decay=r["ema_decay"]) if r["ema"] else None
@@ -68,6 +72,7 @@ class Classifier(L.LightningModule):
     # -- training ---------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
         self._epoch_images, self._epoch_start = 0, time.perf_counter()
+        self.epoch_train_loss.reset()
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
@@ -79,6 +84,7 @@ class Classifier(L.LightningModule):
                 f"loss is {loss.item()} at epoch {self.current_epoch}, batch {batch_idx} (global step "
                 f"{self.global_step}); stopped, the last good checkpoint is kept")
         self._epoch_images += x.shape[0]
+        self.epoch_train_loss.update(loss.detach(), x.shape[0])
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
         return loss

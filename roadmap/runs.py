@@ -24,6 +24,7 @@ from roadmap.atomic import write_atomic
 
 # -- file names -------------------------------------------------------------------------------------------------
 SUMMARY = "summary.json"            # written once the job ends, whatever the outcome
+HISTORY = "history.csv"             # one row per validation: the learning curve (`write_history`)
 CHECKPOINTS = "checkpoints"         # last.ckpt, its predecessor and best.ckpt
 LAST, PREVIOUS = "last.ckpt", "last.prev.ckpt"
 BEST, BEST_WEIGHTS = "best.ckpt", "best.pt"   # the best epoch's full checkpoint; its model weights alone
@@ -34,7 +35,7 @@ LOCK = ".lock"                      # held (flock) by the one process writing th
 WANDB_ID = "wandb_id"               # the same W&B run across resumes
 RUN_LOG = "run.log"                 # the whole console of the run (also Hydra's job log file)
 CONFIG, OVERRIDES = ".hydra/config.yaml", ".hydra/overrides.yaml"   # where Hydra would put them
-RECORD = (SUMMARY, CONFIG, OVERRIDES)  # what a committed run keeps (results/*/runs)
+RECORD = (SUMMARY, HISTORY, CONFIG, OVERRIDES)  # what a committed run keeps (results/*/runs)
 RUN_MARKERS = (".hydra", CHECKPOINTS)  # a run directory has these from its start, summary.json only at its end
 LAUNCH_ENV = "ROADMAP_LAUNCH"        # the file where the jobs of one command record themselves
 
@@ -159,6 +160,30 @@ class Summary:
 
 
 SCHEMA = [f.name for f in dataclasses.fields(Summary) if f.name not in ("config", "per_class")]
+
+
+# -- history -------------------------------------------------------------------------------------------------------
+HISTORY_FIELDS = ("epoch", "step", "train_loss", "val_loss", "acc1", "acc5", "acc1_ema")
+
+
+def write_history(run_dir: Path, rows: list[Mapping[str, Any]]) -> None:
+    """The whole learning curve so far, replacing the file: a resumed run rewrites it from its checkpoint's rows,
+    so it never keeps epochs the checkpoint did not reach. Floats at full precision (a rerun writes the same
+    bytes); a column no row has (acc1_ema without EMA) is left out."""
+    fields = [f for f in HISTORY_FIELDS if any(row.get(f) is not None for row in rows)] or list(HISTORY_FIELDS)
+    lines = [",".join(fields)] + [",".join("" if row.get(f) is None else repr(row[f]) for f in fields)
+                                  for row in rows]
+    write_atomic(run_dir / HISTORY, ("\n".join(lines) + "\n").encode())
+
+
+def read_history(run_dir: Path) -> list[dict[str, float | None]]:
+    """A run's history.csv as rows (a blank cell: None); [] for a run without one (recorded before it existed)."""
+    path = run_dir / HISTORY
+    if not path.is_file():
+        return []
+    header, *lines = path.read_text().splitlines()
+    fields = header.split(",")
+    return [{f: (float(v) if v else None) for f, v in zip(fields, line.split(","))} for line in lines if line]
 
 
 # -- fingerprint -------------------------------------------------------------------------------------------------

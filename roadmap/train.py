@@ -26,7 +26,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from roadmap import build_model, paper
-from roadmap.callbacks import LineProgress, ModelSpeed, Preemption
+from roadmap.callbacks import EpochHistory, LineProgress, ModelSpeed, Preemption
 from roadmap.checkpoints import POLICIES, AtomicCheckpointIO, keep_after_finish, load_weights_only, readable_last
 from roadmap.config import ROOT
 from roadmap.console import console_to, full_tracebacks, quiet
@@ -176,6 +176,7 @@ def _trainer(cfg: DictConfig, run_dir: Path, loggers: list[Any]) -> L.Trainer:
     callbacks = [instantiate(c) for name, c in (cfg.get("callbacks") or {}).items()
                  if keep or name != "model_checkpoint"]
     callbacks.append(Preemption(run_dir / CHECKPOINTS / LAST if keep else None))
+    callbacks.append(EpochHistory(run_dir))   # the learning curve is part of the run record, whatever the callbacks
     if cfg.trainer.efficiency:
         callbacks.append(ModelSpeed())
     interactive = sys.stdout.isatty()  # a log file gets plain lines, not a bar's final frame

@@ -20,7 +20,7 @@ import roadmap.report
 import roadmap.train
 from roadmap import build_model, compose
 from roadmap.runs import (ADDED_KEYS, BEST, BEST_WEIGHTS, CHECKPOINTS, LAST, PREVIOUS, RUN_LOG, SUMMARY, SUPERSEDED,
-                          WANDB_ID, fingerprint, run_lock, same_run)
+                          WANDB_ID, fingerprint, read_history, run_lock, same_run)
 from roadmap.schema import config_error
 from roadmap.train import RunError, train
 
@@ -120,8 +120,10 @@ def test_sigterm_checkpoints_now_records_interrupted_and_resumes(tiny_cfg, tmp_p
         s = _summary(out)
         assert s["status"] == "interrupted" and f"SIGTERM at epoch 2, step {4 + batch}" in s["error"], s["error"]
         assert _step(out / CHECKPOINTS / LAST) == 4 + batch
+        assert [r["epoch"] for r in read_history(out)] == [1]   # the epoch it stopped in has no row yet
         train(tiny_cfg(*run, f"paths.output_dir={out}"))
         assert _summary(out)["status"] == "finished" and _summary(out)["steps"] == 12
+        assert [(r["epoch"], r["step"]) for r in read_history(out)] == [(1, 4), (2, 8), (3, 12)]
 
 
 def test_sigterm_to_the_command_exits_nonzero(tmp_path):

@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 
 from roadmap import build_model
 from roadmap.module import Classifier
+from roadmap.runs import read_history
 from roadmap import train as train_module
 from roadmap.train import resolve_precision, train
 
@@ -179,6 +180,23 @@ def test_resume_matches_uninterrupted_run(tiny_cfg, tmp_path, workers):
     assert b["status"] == "finished"
     for key in ("acc1", "acc5", "val_loss", "acc1_best"):
         assert b[key] == pytest.approx(a[key], abs=1e-5), key
+    # the learning curve too: epoch 1's row came back from the checkpoint, epoch 2's was trained after the resume
+    curves = [read_history(Path(c.paths.output_dir)) for c in (straight, resumed)]
+    assert [r["epoch"] for r in curves[1]] == [1, 2]
+    for row_a, row_b in zip(*curves):
+        assert row_b == pytest.approx(row_a, abs=1e-5)
+
+
+def test_history_holds_each_epochs_curve(tiny_cfg):
+    cfg = tiny_cfg("+roadmap=step01_modern_training", SMALL, "trainer.max_epochs=3", "recipe.ema=true")
+    train(cfg)
+    rows, summary = read_history(Path(cfg.paths.output_dir)), _summary(cfg)
+    assert [(r["epoch"], r["step"]) for r in rows] == [(1, 2), (2, 4), (3, 6)]   # 2 steps an epoch, no sanity row
+    last = rows[-1]
+    assert (last["acc1"], last["acc5"], last["val_loss"], last["acc1_ema"]) == pytest.approx(
+        (summary["acc1"], summary["acc5"], summary["val_loss"], summary["acc1_ema"]))
+    assert max(r["acc1"] for r in rows) == pytest.approx(summary["acc1_best"])
+    assert all(r["train_loss"] > 0 for r in rows) and len({r["train_loss"] for r in rows}) == 3
 
 
 def test_finished_run_is_skipped_and_force_starts_over(tiny_cfg, tmp_path):
