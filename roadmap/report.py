@@ -15,16 +15,21 @@ import shutil
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import wandb
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from scipy import stats
+from omegaconf import OmegaConf
 
 from roadmap import paper
-from roadmap.runs import BUDGET_OVERRIDE, RECORD, SCHEMA, Summary, parse_run_dir, run_dirs, split_overrides
+from roadmap.budgets import budget_figure, budget_markdown, budget_table
+from roadmap.curves import CURVE_COLUMNS, add_rise, curves_figure, load_histories
+from roadmap.stats import ci95
+from roadmap.runs import (BUDGET_OVERRIDE, OVERRIDES, RECORD, SCHEMA, Summary, parse_run_dir, run_dirs,
+                          split_overrides)
 
 STATUS_ORDER = ("finished", "failed", "interrupted", "unfinished")
 KINDS = ("roadmap", "variant", "baseline")  # table order: the paper's rows, other variants of its steps, baselines
@@ -39,7 +44,9 @@ MARKDOWN = {"row": None, "n": None, "mean_top1": 2, "std_top1": 2, "ci95_top1": 
             "gmacs": 3, "gmacs_224": 2, "train_img_per_s": 0, "wall_s": 0, "status": None}
 # the runs' own (trainer.efficiency=true), else with a bench CSV (`add_efficiency`)
 EFFICIENCY = {"model_img_per_s": 0, "job_efficiency": 2}
+CURVES = dict(zip(CURVE_COLUMNS, (2, None)))   # where the runs kept a history (roadmap.curves)
 DEFAULT_TITLE = "ResNet-50 → ConvNeXt-T roadmap: paper vs measured"
+UNKNOWN_SETTING = "unknown (no summary)"
 
 
 def load_runs(dirs: Sequence[str | Path]) -> pd.DataFrame:
@@ -55,8 +62,12 @@ def load_runs(dirs: Sequence[str | Path]) -> pd.DataFrame:
         if not root.is_dir():
             raise FileNotFoundError(f"no such directory: {root}")
         summaries, started = run_dirs(root)
-        records += [{**Summary.read(p).row(), "run_dir": str(p.parent.resolve())} for p in summaries]
-        records += [_unfinished(d, steps) for d in started]
+        found = [_record(p) for p in summaries]
+        for r, label in zip(found, settings(found)):
+            r["setting"] = label
+        # a run that wrote no summary belongs to its study's setting, when the study has one
+        setting = found[0]["setting"] if len({r["setting"] for r in found}) == 1 else UNKNOWN_SETTING
+        records += found + [{**_unfinished(d, steps), "setting": setting} for d in started]
     runs = pd.DataFrame(records)
     runs = runs.reindex(columns=list(dict.fromkeys([*SCHEMA, *runs.columns])))
     runs = runs.astype({"seed": "Int64", "image_size": "Int64", "epochs": "Int64"})
@@ -78,16 +89,42 @@ def export_runs(dirs: Sequence[str | Path], dest: str | Path) -> int:
     return copied
 
 
+def _record(path: Path) -> dict:
+    summary = Summary.read(path)
+    return {**summary.row(), "run_dir": str(path.parent.resolve()), "setting": _setting_parts(summary, path.parent)}
+
+
+def _setting_parts(summary: Summary, run_dir: Path) -> dict[str, str]:
+    """What a run's number is comparable within (`settings`), by the config key each part comes from."""
+    config = summary.config or {}
+    parts = {key: fmt.format(value) for key, value, fmt in (
+        ("data.name", summary.data, "{}"), ("data.image_size", summary.image_size, "{}px"),
+        ("trainer.max_epochs", summary.epochs, "{}ep"), ("model.width_mult", config.get("model.width_mult"), "w{}"),
+        ("data.batch_size", config.get("data.batch_size"), "b{}"), ("trainer.precision", summary.precision, "{}"))
+        if value is not None}
+    overrides = run_dir / OVERRIDES
+    budget = next((o.partition("=")[2] for o in OmegaConf.load(overrides) if o.startswith("+budget=")),
+                  None) if overrides.is_file() else None
+    return {"+budget": budget, **parts} if budget else parts
+
+
+def settings(records: list[dict]) -> list[str]:
+    """Each run's setting, e.g. 'cpu_replay: imagenette 64px 6ep w0.25 b64 bf16-mixed': its budget (`+budget=`,
+    if the command named one), data, image size, epochs, width multiplier, batch and precision -- but none of the
+    keys some run's variant overrides, which the table compares as rows (e.g. trainer.precision=32-true)."""
+    varied = {o.partition("=")[0] for r in records for o in split_overrides(r.get("variant") or "")}
+    labels = []
+    for r in records:
+        parts = {k: v for k, v in r["setting"].items() if k not in varied}
+        budget = parts.pop("+budget", None)
+        labels.append((f"{budget}: " if budget else "") + " ".join(parts.values()))
+    return labels
+
+
 def _unfinished(run_dir: Path, steps: set[str]) -> dict:
     where = parse_run_dir(run_dir)
     return {**where, "status": "unfinished", "error": "no summary.json: still running, or killed",
             "step": where["name"] if where["name"] in steps else None, "run_dir": str(run_dir.resolve())}
-
-
-def ci95(values: pd.Series) -> float:
-    """Half-width of the 95 % t-interval of the mean; NaN below two values."""
-    n = values.count()
-    return float(stats.t.ppf(0.975, n - 1) * stats.sem(values.dropna())) if n >= 2 else np.nan
 
 
 def trajectory_table(runs: pd.DataFrame, metric: str = "acc1") -> pd.DataFrame:
@@ -199,6 +236,23 @@ def _status_rank(item: tuple[str, int]) -> int:
     return STATUS_ORDER.index(item[0]) if item[0] in STATUS_ORDER else len(STATUS_ORDER)
 
 
+def row_labels(table: pd.DataFrame) -> list[str]:
+    """Each table row's label: a paper row's name in Table 10, a baseline's in Table 1, else the run's name and
+    design overrides, wrapped (budget overrides are the same on every row). Two rows never share a label: a
+    repeated one (e.g. step05_kernel7 run again with model.kernel_size=7) gets its design overrides added."""
+    names = paper.table10().set_index("step")["name"]
+
+    def spelled(r: Any) -> str:
+        return textwrap.fill(" ".join([r.row.split(",")[0], *map(_short_path, _design_overrides(r.variant))]), 40,
+                             break_long_words=False)
+    labels = [names[r.paper_row] if r.kind == "roadmap"
+              else r.paper_row if r.kind == "baseline" and isinstance(r.paper_row, str)   # no reference: NaN
+              else spelled(r) for r in table.itertuples()]
+    repeated = {label for label in labels if labels.count(label) > 1}
+    return [label if label not in repeated or not r.variant else f"{label}\n({', '.join(_design_overrides(r.variant))})"
+            for label, r in zip(labels, table.itertuples())]
+
+
 def trajectory_figure(table: pd.DataFrame, runs: pd.DataFrame, title: str | None = None,
                       metric: str = "acc1") -> Figure:
     """Two panels sharing the rows (step 00 on top, the ViT baselines below a rule): the paper's ImageNet-1K
@@ -208,12 +262,7 @@ def trajectory_figure(table: pd.DataFrame, runs: pd.DataFrame, title: str | None
     224 px, ours at the run's image size. The measured panel has a dotted line at chance (100 / classes).
     """
     table = table.reset_index(drop=True)
-    names = paper.table10().set_index("step")["name"]
-    # a variant's label: its name and design overrides, wrapped (budget overrides are the same on every row)
-    labels = [names[r.paper_row] if r.kind == "roadmap"
-              else r.paper_row if r.kind == "baseline" and isinstance(r.paper_row, str)   # no reference: NaN
-              else textwrap.fill(" ".join([r.row.split(",")[0], *map(_short_path, _design_overrides(r.variant))]), 40)
-              for r in table.itertuples()]
+    labels = row_labels(table)
     lines = max((label.count("\n") + 1 for label in labels), default=1)
     size = _joined(table["image_size"])
     context = ", ".join(f"{v}{unit}" for v, unit in ((_joined(table["data"]), ""), (size, " px"),
@@ -229,14 +278,12 @@ def trajectory_figure(table: pd.DataFrame, runs: pd.DataFrame, title: str | None
     position = dict(zip(table["row"], y))
     seeds = done[done["row"].isin(position)]
     right.scatter(seeds[metric], seeds["row"].map(position) + 0.18, s=9, color="tab:orange", alpha=0.6,
-                  linewidths=0, label="one seed")
+                  linewidths=0, gid="seeds")
     _panel(right, y, table["mean_top1"], table["ci95_top1"].fillna(0), table["gmacs"], "tab:orange", table["kind"])
     chance = 100.0 / runs["num_classes"].dropna().iloc[0] if runs.get("num_classes", pd.Series()).notna().any() \
         else None
-    if chance is not None:
+    if chance is not None:   # explained in the axis label, where no point's label can run into it
         right.axvline(chance, ls=":", color="gray")
-        right.annotate(f"chance {chance:.0f} %", (chance, 1), xycoords=right.get_xaxis_transform(), xytext=(2, -2),
-                       textcoords="offset points", va="top", fontsize=7, color="gray")
     for yi in y[table["mean_top1"].isna()]:
         right.text(0.01, yi, table["status"][yi], transform=right.get_yaxis_transform(), va="center",
                    fontsize=7, color="gray")
@@ -244,12 +291,13 @@ def trajectory_figure(table: pd.DataFrame, runs: pd.DataFrame, title: str | None
     if first_baseline.size and first_baseline[0] > 0:
         for ax in (left, right):
             ax.axhline(first_baseline[0] - 0.5, color="gray", lw=0.8)
+    _pad(left, 3.0)   # the paper's rows can lie within 0.1 points (kernel 7/9): a span that small reads as large
     left.set_yticks(y, labels)
     left.set_ylim(len(table) - 0.5, -0.5)  # step 00 on top
     left.set_xlabel(f"{paper.reference_label(_joined(table['data']))} (%)\nGMACs at 224 px")
-    right.set_xlabel(f"measured top-1, {metric} (%): mean ± 95 % CI over seeds\n"
-                     f"GMACs at {size or 'the run'} px" + (f" — {context}" if context else ""))
-    right.legend(loc="lower right", fontsize=7, frameon=False)
+    right.set_xlabel(f"measured top-1, {metric} (%): mean ± 95 % CI over seeds\nsmall dots: one seed each"
+                     + (f"; dotted line: chance ({chance:.0f} %)" if chance is not None else "") +
+                     f"\nGMACs at {size or 'the run'} px" + (f" — {context}" if context else ""))
     fig.suptitle(title or DEFAULT_TITLE)
     return fig
 
@@ -281,36 +329,92 @@ def _panel(ax: Axes, y: np.ndarray, top1: pd.Series, err: pd.Series | None, gmac
     ax.grid(axis="x", alpha=0.3)
 
 
+def _pad(ax: Axes, span: float) -> None:
+    """Widen the x axis to at least `span` around its centre."""
+    lo, hi = ax.get_xlim()
+    if hi - lo < span:
+        ax.set_xlim((lo + hi - span) / 2, (lo + hi + span) / 2)
+
+
 def _joined(values: pd.Series) -> str:
     return "/".join(dict.fromkeys(v for v in values.dropna() if v))
 
 
 def write_report(dirs: Sequence[str | Path], out: str | Path, metric: str = "acc1",
-                 title: str | None = None, to_wandb: bool = False, bench: str | Path | None = None
-                 ) -> dict[str, Path]:
-    """Write trajectory.csv, trajectory.md and trajectory.png under `out` for the runs under `dirs`; with a
-    `bench` CSV, add each row's job efficiency; with `to_wandb`, also log the table and chart (see
-    `log_to_wandb`) under the runs' group."""
+                 title: str | None = None, to_wandb: bool = False, bench: str | Path | None = None,
+                 setting: str | None = None) -> dict[str, Path]:
+    """Write trajectory.csv, trajectory.md and trajectory.png (and curves.png, where runs kept a history) under
+    `out` for the runs under `dirs`; with a `bench` CSV, add each row's job efficiency; with `to_wandb`, also log
+    the table and chart (see `log_to_wandb`) under the runs' group.
+
+    Runs of several settings (`setting_of`: budget, data, size, epochs, width, batch, precision) are never
+    compared: each setting gets its own report in `out/<setting>/`, and `out` the cross-budget table
+    (`roadmap.budgets`: budgets.{csv,md,png}), whose keys the returned paths then name; `setting` keeps one."""
     runs = load_runs(dirs)
     if runs.empty:
         raise FileNotFoundError(f"no runs under {', '.join(map(str, dirs))}")
+    settings = list(dict.fromkeys(runs["setting"]))
+    if setting is not None:
+        if setting not in settings:
+            raise ValueError(f"--setting {setting!r} matches no run under {', '.join(map(str, dirs))}; its "
+                             f"settings: {'; '.join(map(repr, settings))}")
+        runs, settings = runs[runs["setting"] == setting], [setting]
+    out = Path(out)
+    if len(settings) == 1:
+        return _write_study(runs, out, dirs, metric, title, to_wandb, bench)
+    paths = {}
+    for s in settings:
+        study = _write_study(runs[runs["setting"] == s], out / _slug(s), dirs, metric,
+                             f"{title or DEFAULT_TITLE} — {s}", to_wandb, bench)
+        paths |= {f"{s}:{kind}": path for kind, path in study.items()}
+    return {**_write_budgets(runs, out, metric, title), **paths}
+
+
+def _write_study(runs: pd.DataFrame, out: Path, dirs: Sequence[str | Path], metric: str, title: str | None,
+                 to_wandb: bool, bench: str | Path | None) -> dict[str, Path]:
+    """One setting's report (see `write_report`)."""
     table = trajectory_table(runs, metric)
     if bench is not None:
         table = add_efficiency(table, bench)
-    out = Path(out)
+    history = load_histories(runs.assign(row=_row_keys(runs)))
+    if not history.empty:
+        table = add_rise(table, history)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out / "trajectory.csv", "md": out / "trajectory.md", "png": out / "trajectory.png"}
     table.to_csv(paths["csv"], index=False)
     paths["md"].write_text(_markdown(table, runs, dirs, metric, title or DEFAULT_TITLE))
     plot_trajectory(table, runs, paths["png"], title, metric)
+    if not history.empty:
+        paths["curves"] = out / "curves.png"
+        curves_figure(table, history, dict(zip(table["row"], row_labels(table))),
+                      title or DEFAULT_TITLE).savefig(paths["curves"], dpi=150)
     if to_wandb:
         groups = runs["group"].dropna().unique()
         log_to_wandb(table, paths["png"], groups[0] if len(groups) == 1 else "report")
     return paths
 
 
+def _write_budgets(runs: pd.DataFrame, out: Path, metric: str, title: str | None) -> dict[str, Path]:
+    """The cross-budget table (`roadmap.budgets`) of runs of several settings."""
+    table = budget_table(runs, metric)
+    title = title or "Roadmap transitions by budget: measured Δ beside the paper's"
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"csv": out / "budgets.csv", "md": out / "budgets.md"}
+    table.to_csv(paths["csv"], index=False)
+    paths["md"].write_text(budget_markdown(table, title))
+    if not table.empty:   # no setting measured both rows of any transition: nothing to draw
+        paths["png"] = out / "budgets.png"
+        budget_figure(table, title).savefig(paths["png"], dpi=150)
+    return paths
+
+
+def _slug(setting: str) -> str:
+    """A setting as a folder name: 'cpu_replay: imagenette 64px' -> 'cpu_replay-imagenette-64px'."""
+    return re.sub(r"[^A-Za-z0-9._]+", "-", setting).strip("-")
+
+
 def _markdown(table: pd.DataFrame, runs: pd.DataFrame, dirs: Sequence[str | Path], metric: str, title: str) -> str:
-    columns = {**MARKDOWN, **{c: d for c, d in EFFICIENCY.items() if c in table}}
+    columns = {**MARKDOWN, **{c: d for c, d in {**EFFICIENCY, **CURVES}.items() if c in table}}
     shown = table[list(columns)].round({c: d for c, d in columns.items() if d is not None})
     shown = shown.astype(object).where(shown.notna(), None)  # blank cells, not 'nan'
     bad = runs[runs["status"] != "finished"]
@@ -323,7 +427,9 @@ def _markdown(table: pd.DataFrame, runs: pd.DataFrame, dirs: Sequence[str | Path
         "row, its interval paired by seed; `paper_delta`: the paper's change between the same rows; `gmacs` at "
         "the run's image size, `gmacs_224` at 224 px." + (
             " `job_efficiency`: train img/s of the whole job over the model's alone (`roadmap.bench`)."
-            if "job_efficiency" in table else ""), "",
+            if "job_efficiency" in table else "") + (
+            " `rise_last2`: the top-1 gain over the last two epochs, mean over seeds (`still_rising`: it is > 0; "
+            "curves.png draws each row's learning curves)." if "rise_last2" in table else ""), "",
         shown.to_markdown(index=False, missingval=""), "",
         *([f"Study job efficiency {study_efficiency(table):.2f} (the models alone would take that share of the "
            f"rows' training time); rows {table['job_efficiency'].min():.2f}-{table['job_efficiency'].max():.2f}, "
@@ -346,8 +452,12 @@ def log_to_wandb(table: pd.DataFrame, png: str | Path, group: str, project: str 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m roadmap.report", description=__doc__.splitlines()[0])
     parser.add_argument("dirs", nargs="+", type=Path, help="sweep directories, searched recursively for runs")
-    parser.add_argument("--out", type=Path, required=True, help="folder for trajectory.{csv,md,png}")
-    parser.add_argument("--metric", choices=("acc1", "acc1_best"), default="acc1")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="folder for trajectory.{csv,md,png} (and curves.png); runs of several settings get "
+                             "one such folder each under it, beside the cross-budget budgets.{csv,md,png}")
+    parser.add_argument("--setting", help="report only the runs of this setting (the names an earlier report "
+                                          "listed, e.g. 'cpu_replay: imagenette 64px 6ep w0.25 b64 bf16-mixed')")
+    parser.add_argument("--metric", choices=("acc1", "acc1_best", "acc1_ema"), default="acc1")
     parser.add_argument("--title")
     parser.add_argument("--bench", type=Path, metavar="CSV",
                         help="a `python -m roadmap.bench --csv` of the same models, size, batch and precision: "
@@ -362,7 +472,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.export_runs:
         print(f"copied {export_runs(dirs, args.export_runs)} run records to {args.export_runs}")
         dirs = [args.export_runs]
-    paths = write_report(dirs, args.out, args.metric, args.title, to_wandb=args.wandb, bench=args.bench)
+    paths = write_report(dirs, args.out, args.metric, args.title, to_wandb=args.wandb, bench=args.bench,
+                         setting=args.setting)
     print(paths["md"].read_text())
     print("wrote " + ", ".join(str(p) for p in paths.values()))
 

@@ -12,7 +12,9 @@ import pytest
 from matplotlib.image import imread
 
 from roadmap import paper
+from roadmap.budgets import agreement, budget_table
 from roadmap.report import COLUMNS, load_runs, log_to_wandb, study_efficiency, trajectory_table, write_report
+from roadmap.runs import write_history
 
 REPO = Path(__file__).resolve().parents[1]
 REQUIRED = ["row", "step", "variant", "n", "mean_top1", "std_top1", "ci95_top1", "delta_prev", "delta_prev_ci95",
@@ -30,17 +32,22 @@ def run_dir(sweep: Path, name: str, seed: int, variant: str = "") -> Path:
 
 def write_run(sweep: Path, name: str, seed: int, acc1: float | None, *, step: str | None = "same",
               variant: str = "", status: str = "finished", error: str | None = None,
-              model: str = "RoadmapNet", data: str = "imagewoof") -> None:
+              model: str = "RoadmapNet", data: str = "imagewoof", epochs: int = 20,
+              history: list[float] | None = None) -> None:
     """A summary.json as train() writes it; `step` defaults to the name (a roadmap step)."""
     summary = {
         "status": status, "error": error, "name": name, "step": name if step == "same" else step,
         "step_name": None, "variant": variant, "paper_top1": None, "paper_gmacs": None, "group": sweep.name,
         "model": model, "params": 25_000_000, "gmacs": 0.3, "gmacs_224": 4.0, "data": data,
-        "image_size": 64, "epochs": 20, "seed": seed, "recipe": "modern", "acc1": acc1, "acc5": None,
+        "image_size": 64, "epochs": epochs, "seed": seed, "recipe": "modern", "acc1": acc1, "acc5": None,
         "acc1_best": acc1, "acc5_best": None, "val_loss": None, "train_img_per_s": 500.0 + seed, "wall_s": 100.0,
         "git_commit": "abc", "run_dir": "/elsewhere", "finished_at": "2024-01-01T00:00:00+00:00",
     }
-    (run_dir(sweep, name, seed, variant) / "summary.json").write_text(json.dumps(summary))
+    path = run_dir(sweep, name, seed, variant)
+    (path / "summary.json").write_text(json.dumps(summary))
+    if history is not None:   # val top-1 by epoch
+        write_history(path, [{"epoch": e, "step": 10 * e, "train_loss": 2.0 / e, "val_loss": 2.0, "acc1": a,
+                              "acc5": None, "acc1_ema": None} for e, a in enumerate(history, 1)])
 
 
 @pytest.fixture(scope="module")
@@ -269,7 +276,7 @@ def test_chart_shows_seeds_chance_and_the_papers_trajectory(sweeps):
     runs = load_runs(sweeps).assign(num_classes=10)
     table = trajectory_table(runs)
     paper_panel, ours = trajectory_figure(table, runs).axes
-    dots = np.concatenate([c.get_offsets() for c in ours.collections if c.get_label() == "one seed"])
+    dots = np.concatenate([c.get_offsets() for c in ours.collections if c.get_gid() == "seeds"])
     finished = runs[(runs["status"] == "finished") & runs["acc1"].notna()]
     assert sorted(dots[:, 0]) == sorted(finished["acc1"])
     assert any(list(line.get_xdata()) == [10.0, 10.0] for line in ours.lines)   # chance: 100 / 10 classes
@@ -277,6 +284,22 @@ def test_chart_shows_seeds_chance_and_the_papers_trajectory(sweeps):
     joined = [line for line in paper_panel.lines if line.get_linestyle() == "-"]
     assert joined and list(joined[0].get_xdata()) == list(roadmap_rows["paper_top1"])
     assert "DeiT-S" in [t.get_text() for t in paper_panel.get_yticklabels()]
+    assert ours.get_legend() is None and "small dots: one seed each; dotted line: chance (10 %)" in ours.get_xlabel()
+
+
+def test_chart_labels_rows_apart_and_pads_a_narrow_paper_axis(tmp_path):
+    """Kernel 7 run again as an override is a second 'kernel size 7' row; kernel 7 and 9 lie 0.0 points apart in
+    the paper, kernel 5 0.22 below: the paper axis still spans at least 3 points."""
+    from roadmap.report import trajectory_figure
+    for variant, acc in (("", 50.0), ("model.kernel_size=7", 51.0), ("model.kernel_size=9", 52.0),
+                         ("model.kernel_size=5", 49.0)):
+        write_run(tmp_path / "k", "step05_kernel7", 0, acc, variant=variant)
+    runs = load_runs([tmp_path / "k"])
+    paper_panel, _ = trajectory_figure(trajectory_table(runs), runs).axes
+    labels = [t.get_text() for t in paper_panel.get_yticklabels()]
+    assert len(set(labels)) == 4 and "kernel size 7\n(model.kernel_size=7)" in labels
+    lo, hi = paper_panel.get_xlim()
+    assert hi - lo >= 3.0
 
 
 def test_job_efficiency_joins_the_bench_by_row(tmp_path: Path):
@@ -299,3 +322,74 @@ def test_study_efficiency_weighs_rows_by_their_time():
     """A slow row takes more of the study's time, so it counts more than in the mean of the rows' ratios."""
     table = pd.DataFrame({"train_img_per_s": [500.0, 100.0, 300.0], "model_img_per_s": [625.0, 200.0, None]})
     assert study_efficiency(table) == pytest.approx((1 / 625 + 1 / 200) / (1 / 500 + 1 / 100))   # 0.55, not 0.65
+
+
+# -- settings: a report never compares runs of two budgets or datasets -------------------------------------------
+def test_a_mixed_directory_gets_one_table_per_setting_and_no_cross_setting_delta(tmp_path):
+    """An ad-hoc folder with a synthetic and an Imagewoof run of one step, and two steps at two epoch budgets."""
+    adhoc = tmp_path / "adhoc"
+    write_run(adhoc, "step05_kernel7", 0, 20.0, data="synthetic")
+    write_run(adhoc, "step05_kernel7", 1, 40.0, data="imagewoof")
+    paths = write_report([adhoc], tmp_path / "report")
+    tables = {k.split(":")[0]: pd.read_csv(p) for k, p in paths.items() if k.endswith(":csv")}
+    assert set(tables) == {"synthetic 64px 20ep", "imagewoof 64px 20ep"}
+    for t in tables.values():   # each setting alone: one run, no change computed against the other
+        assert t["n"].tolist() == [1] and t["delta_prev"].isna().all()
+    assert (tmp_path / "report" / "imagewoof-64px-20ep" / "trajectory.png").is_file()
+    only = write_report([adhoc], tmp_path / "one", setting="synthetic 64px 20ep")
+    assert pd.read_csv(only["csv"])["mean_top1"].tolist() == [20.0]
+    with pytest.raises(ValueError, match="'synthetic 64px 20ep'; 'imagewoof 64px 20ep'"):
+        write_report([adhoc], tmp_path / "none", setting="cifar10")
+
+
+def test_cross_budget_table_pairs_seeds_within_each_budget(tmp_path):
+    short, long = tmp_path / "short", tmp_path / "long"
+    for seed, (a, b, c) in enumerate([(70.0, 75.0, 71.0), (72.0, 78.0, 73.0), (74.0, 78.0, 80.0)]):
+        write_run(short, "step00_baseline", seed, a, epochs=6)
+        write_run(short, "step01_modern_training", seed, b, epochs=6)
+        write_run(long, "step00_baseline", seed, c, epochs=18)
+    write_run(long, "step01_modern_training", 0, 70.0, epochs=18)
+    write_run(long, "step01_modern_training", 1, 70.0, epochs=18)
+    runs = load_runs([short, long])
+    table = budget_table(runs).set_index("transition")
+    row = table.loc["00→01 modern_training".replace("_", " ")]
+    assert row["paper_delta"] == pytest.approx(2.69)
+    assert (row["n@imagewoof 64px 6ep"], row["delta@imagewoof 64px 6ep"]) == (3, pytest.approx(5.0))
+    assert row["ci95@imagewoof 64px 6ep"] == pytest.approx(T975_2 * 1 / np.sqrt(3))   # 5, 6, 4
+    # seeds 0, 1 only (seed 2 has no step 01): 70 - 71, 70 - 73; never against the 6-epoch runs
+    assert (row["n@imagewoof 64px 18ep"], row["delta@imagewoof 64px 18ep"]) == (2, pytest.approx(-2.0))
+    assert (row["agrees@imagewoof 64px 6ep"], row["agrees@imagewoof 64px 18ep"]) == (True, False)
+    assert list(table.index) == ["00→01 modern training"]   # transitions no setting measured are left out
+    counts = agreement(budget_table(runs)).set_index("setting")
+    assert counts.loc["imagewoof 64px 6ep"].tolist() == [1, 1] and counts.loc["imagewoof 64px 18ep"].tolist() == [1, 0]
+    paths = write_report([short, long], tmp_path / "report")
+    md = paths["md"].read_text()
+    assert "+5.0 [+2.5, +7.5] ✓ (n=3)" in md and "-2.0" in md and "imagewoof 64px 18ep: 0 of 1 measured" in md
+    assert imread(paths["png"]).shape[0] > 200
+
+
+def test_sub_steps_split_their_main_transition(tmp_path):
+    for name, acc in [("step01_modern_training", 50.0), ("step02a_stage_ratio", 51.0), ("step02_macro_design", 47.0)]:
+        write_run(tmp_path / "fine", name, 0, acc)
+    table = budget_table(load_runs([tmp_path / "fine"])).set_index("transition")
+    assert table.loc["01→02 macro design", "kind"] == "main"
+    assert table["delta@imagewoof 64px 20ep"].to_dict() == {
+        "01→02 macro design": pytest.approx(-3.0), "01→02a stage ratio": pytest.approx(1.0),
+        "02a→02 macro design": pytest.approx(-4.0)}   # the stem, not the stage ratio, carries the loss here
+
+
+# -- learning curves ---------------------------------------------------------------------------------------------
+def test_history_gives_learning_curves_and_whether_each_row_still_rose(tmp_path):
+    sweep = tmp_path / "s"
+    write_run(sweep, "step00_baseline", 0, 30.0, history=[20.0, 25.0, 28.0, 30.0])   # +5 over the last two
+    write_run(sweep, "step00_baseline", 1, 32.0, history=[22.0, 27.0, 31.0, 32.0])   # +5
+    write_run(sweep, "step01_modern_training", 0, 40.0, history=[38.0, 41.0, 41.0, 40.0])   # -1: flat
+    write_run(sweep, "deit_small", 0, 10.0, step=None, model="deit_small_patch16_224")   # no history
+    paths = write_report([sweep], tmp_path / "report")
+    table = pd.read_csv(paths["csv"]).set_index("row")
+    assert table.loc["step00_baseline", "rise_last2"] == pytest.approx(5.0)
+    assert table.loc["step00_baseline", "still_rising"] == True   # noqa: E712 (a CSV bool)
+    assert table.loc["step01_modern_training", "rise_last2"] == pytest.approx(-1.0)
+    assert table.loc["step01_modern_training", "still_rising"] == False   # noqa: E712
+    assert np.isnan(table.loc["deit_small", "rise_last2"])
+    assert imread(paths["curves"]).shape[0] > 200 and "still_rising" in paths["md"].read_text()

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from roadmap.report import export_runs, write_report
@@ -15,10 +14,15 @@ STUDIES = sorted(p.parent for p in (REPO / "results").glob("*/runs"))
 
 
 @pytest.mark.parametrize("study", STUDIES, ids=[s.name for s in STUDIES])
-def test_committed_table_regenerates_from_committed_runs(study: Path, tmp_path: Path):
+def test_committed_table_regenerates_from_committed_runs(study: Path, tmp_path: Path, monkeypatch):
+    """Byte for byte, the Markdown too (under the title its first line gives, read from the path it names)."""
     bench = study / "bench.csv"
-    paths = write_report([study / "runs"], tmp_path, bench=bench if bench.is_file() else None)
-    pd.testing.assert_frame_equal(pd.read_csv(paths["csv"]), pd.read_csv(study / "trajectory.csv"))
+    title = (study / "trajectory.md").read_text().splitlines()[0].removeprefix("# ")
+    monkeypatch.chdir(REPO)
+    paths = write_report([(study / "runs").relative_to(REPO)], tmp_path, title=title,
+                         bench=bench if bench.is_file() else None)
+    for kind in ("csv", "md"):
+        assert paths[kind].read_bytes() == (study / f"trajectory.{kind}").read_bytes(), kind
 
 
 def test_export_keeps_the_record_and_nothing_else(tmp_path: Path):
