@@ -355,7 +355,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--export-runs", type=Path, metavar="DIR",
                         help="first copy each run's summary.json and .hydra/ config here (e.g. results/<study>/runs), "
                              "and report from that copy")
-    parser.add_argument("--wandb", action=argparse.BooleanOptionalAction, default=True,
+    parser.add_argument("--wandb", action=argparse.BooleanOptionalAction, default=False,
                         help="log the table and chart to W&B (offline unless WANDB_MODE=online)")
     args = parser.parse_args(argv)
     dirs = args.dirs
