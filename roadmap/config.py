@@ -50,9 +50,14 @@ def _summary(path: Path) -> str:
 
 def _help_options(folder: str, width: int = 118) -> str:
     """The help page's list of a group's configs (conf/roadmap, experiments/budget, ...), read from its folder: one
-    line each, name and summary; sub-steps (02a) before their step (02), as in the paper's Table 10."""
+    line each, name and summary; sub-steps (02a) before their step (02), as in the paper's Table 10, and subfolders
+    (roadmap/baselines) after the folder's own files."""
     root = ROOT / folder
-    files = sorted(root.rglob("*.yaml"), key=lambda p: re.sub(r"^(step\d+)_", r"\1~_", str(p.relative_to(root))))
+
+    def order(path: Path) -> tuple[int, str]:
+        rel = path.relative_to(root)
+        return len(rel.parts), re.sub(r"^(step\d+)_", r"\1~_", str(rel))
+    files = sorted(root.rglob("*.yaml"), key=order)
     names = [str(p.relative_to(root).with_suffix("")) for p in files]
     column = max(map(len, names))
     lines = [f"  {name:<{column}}  " + textwrap.shorten(_summary(p), width - column - 4, placeholder=" ...")

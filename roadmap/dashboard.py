@@ -1,8 +1,8 @@
 """A study's W&B workspace and report, built as code: `python -m roadmap.dashboard --entity E --group trajectory`.
 
 The dashboard is first a specification (plain data: sections, panels and the run keys each reads), written as
-JSON by `--dry-run`, which needs no network, entity or `wandb-workspaces`; `wandb-workspaces` then turns it into a saved workspace and report,
-which needs a logged-in, online machine. Every key a panel reads is one that train.py logs: the flat run config
+JSON by `--dry-run`, which needs no network, entity or `wandb-workspaces`; `wandb-workspaces` then turns it into a
+saved workspace and report, which needs a logged-in, online machine. Every key a panel reads is one that train.py logs: the flat run config
 (`roadmap.step`, `model.*`, `recipe.name`, `data.name`, `params`, `gmacs`), the run summary (the final numbers of
 `summary.json`) and the history (`val/acc1`, `train/loss_epoch`, per `epoch`).
 """
