@@ -12,6 +12,7 @@ from hydra import initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from roadmap import schema
 from roadmap.runs import checkpoint_dir, run_subdir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,7 +68,6 @@ def _help_options(folder: str, width: int = 118) -> str:
 
 def register_resolvers() -> None:
     """The resolvers conf/ uses, and the config groups' typed schemas (`roadmap.schema`) in Hydra's ConfigStore."""
-    from roadmap import schema   # imports the builders, which import this module
     schema.store()
     for name, fn in {"roadmap_root": lambda: str(ROOT), "run_label": _run_label, "run_subdir": run_subdir,
                      "checkpoint_dir": checkpoint_dir, "swin_window": _swin_window, "kept_classes": _kept_classes,
