@@ -12,11 +12,11 @@ from roadmap.config import ROOT
 from roadmap.console import FULL_ERROR_ENV
 from roadmap.runs import launch, launched_jobs
 from roadmap.schema import config_error
-from roadmap.train import run_job
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
+    from roadmap.train import run_job   # torch, Lightning, W&B: only once a job runs, not for --help or --cfg
     return run_job(cfg)
 
 
@@ -51,7 +51,7 @@ if __name__ == "__main__":
             code = e.code if isinstance(e.code, int) else 1
         finally:   # HYDRA_FULL_ERROR=1 lets a traceback through: the record goes all the same
             jobs = launched_jobs(record)
-            record.unlink()
+            record.unlink(missing_ok=True)
     lines, failed = closing_lines(jobs)
     if len(jobs) > 1 or failed:
         print(f"{len(jobs)} job(s), {failed} not finished:", *lines, sep="\n",

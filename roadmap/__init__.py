@@ -16,13 +16,16 @@ import os
 # 0 or OMP_WAIT_POLICY=passive (sleep at once) made step 01 1.6x slower. Set GOMP_SPINCOUNT to choose another.
 os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
+from typing import TYPE_CHECKING, Any
+
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
-from torch import nn
 
 from roadmap.config import compose, register_resolvers
-from roadmap.models import profile
+
+if TYPE_CHECKING:
+    from torch import nn
 
 register_resolvers()
 
@@ -39,6 +42,14 @@ def build_model(cfg: DictConfig) -> nn.Module:
         if isinstance(e.__cause__, ValueError):  # a bad model flag: surface the builder's own message
             raise e.__cause__ from None
         raise
+
+
+def __getattr__(name: str) -> Any:
+    """`profile` on first use: it imports torch, which composing a config (run.py --help) must not."""
+    if name == "profile":
+        from roadmap.models import profile
+        return profile
+    raise AttributeError(f"module 'roadmap' has no attribute {name!r}")
 
 
 __all__ = ["build_model", "compose", "profile"]

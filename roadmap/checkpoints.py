@@ -11,13 +11,14 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from roadmap.atomic import atomic_file
+from roadmap.models.weights import EMA_PREFIX, EMA_STATE
 from roadmap.runs import BEST, BEST_WEIGHTS, LAST, PREVIOUS
 
 log = logging.getLogger(__name__)
 
 # What a run keeps. resume: last.ckpt (and its predecessor) while unfinished, then only the best epoch's model
-# weights (best.pt, no optimizer state); best: the best epoch's full checkpoint (best.ckpt, to train on from);
-# none: no checkpoint at all, so nothing to resume from.
+# weights (best.pt, no optimizer state; with recipe.ema=true its EMA's weights too, under timm's state_dict_ema);
+# best: the best epoch's full checkpoint (best.ckpt, to train on from); none: no checkpoint, nothing to resume from.
 POLICIES = ("resume", "best", "none")
 
 
@@ -70,10 +71,11 @@ def keep_after_finish(checkpoints: Path, policy: str) -> list[Path]:
     if policy == "resume":
         source = checkpoints / BEST if (checkpoints / BEST).is_file() else checkpoints / LAST
         state = torch.load(source, map_location="cpu", weights_only=True)
-        weights = {k.removeprefix("model."): v for k, v in state["state_dict"].items() if k.startswith("model.")}
+        weights, ema = ({k.removeprefix(prefix): v for k, v in state["state_dict"].items() if k.startswith(prefix)}
+                        for prefix in ("model.", EMA_PREFIX))
         with atomic_file(checkpoints / BEST_WEIGHTS) as f:   # loads into the bare model: load_state_dict(weights)
-            torch.save({"state_dict": weights, "epoch": state["epoch"], "global_step": state["global_step"],
-                        "roadmap": state.get("roadmap")}, f)
+            torch.save({"state_dict": weights, **({EMA_STATE: ema} if ema else {}), "epoch": state["epoch"],
+                        "global_step": state["global_step"], "roadmap": state.get("roadmap")}, f)
     drop = {"resume": (LAST, PREVIOUS, BEST), "best": (LAST, PREVIOUS), "none": ()}[policy]
     for name in drop:
         (checkpoints / name).unlink(missing_ok=True)

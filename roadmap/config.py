@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import re
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -10,6 +12,7 @@ from hydra import initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from roadmap import schema
 from roadmap.runs import checkpoint_dir, run_subdir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,13 +38,40 @@ def _wandb_offline() -> bool:
     return os.environ.get("WANDB_MODE", "offline") != "online"
 
 
+def _summary(path: Path) -> str:
+    """The first sentence of a config file's opening comment (its prose, without `# @package` or example lines)."""
+    prose = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#") or line.startswith(("#  ", "# -")):
+            break
+        if not line.startswith("# @package"):
+            prose.append(line.removeprefix("#").strip())
+    return re.split(r"(?<=[^.]{3})\. (?=[A-Z])", " ".join(prose))[0].rstrip(".")   # not at "e.g." or "Sec. 2"
+
+
+def _help_options(folder: str, width: int = 118) -> str:
+    """The help page's list of a group's configs (conf/roadmap, experiments/budget, ...), read from its folder: one
+    line each, name and summary; sub-steps (02a) before their step (02), as in the paper's Table 10, and subfolders
+    (roadmap/baselines) after the folder's own files."""
+    root = ROOT / folder
+
+    def order(path: Path) -> tuple[int, str]:
+        rel = path.relative_to(root)
+        return len(rel.parts), re.sub(r"^(step\d+)_", r"\1~_", str(rel))
+    files = sorted(root.rglob("*.yaml"), key=order)
+    names = [str(p.relative_to(root).with_suffix("")) for p in files]
+    column = max(map(len, names))
+    lines = [f"  {name:<{column}}  " + textwrap.shorten(_summary(p), width - column - 4, placeholder=" ...")
+             for name, p in zip(names, files)]
+    return "\n".join(lines).replace("$", "$$")   # Hydra fills the page's $FLAGS_HELP & co. with string.Template
+
+
 def register_resolvers() -> None:
     """The resolvers conf/ uses, and the config groups' typed schemas (`roadmap.schema`) in Hydra's ConfigStore."""
-    from roadmap import schema   # imports the builders, which import this module
     schema.store()
     for name, fn in {"roadmap_root": lambda: str(ROOT), "run_label": _run_label, "run_subdir": run_subdir,
                      "checkpoint_dir": checkpoint_dir, "swin_window": _swin_window, "kept_classes": _kept_classes,
-                     "wandb_offline": _wandb_offline}.items():
+                     "wandb_offline": _wandb_offline, "help_options": _help_options}.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
 

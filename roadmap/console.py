@@ -41,9 +41,9 @@ class _DropLines(logging.Filter):
         return not record.getMessage().startswith(self.prefixes)
 
 
-def quiet() -> None:
-    """Silence the known third-party noise and show our own deprecations; idempotent. Every filter names the
-    module or message it drops, so our other warnings (a data problem) pass untouched."""
+def quiet_warnings() -> None:
+    """The warning filters of `quiet`. A Classifier installs them too when a fit or validation sets it up, so
+    that a Trainer of one's own (a test, a notebook) is spared Lightning's LeafSpec deprecation as train() is."""
     # Python hides DeprecationWarnings raised outside __main__; ours must reach the user
     warnings.filterwarnings("default", category=DeprecationWarning, module=r"roadmap(\..*)?$")
     # torch 2.9+ deprecated pytree's LeafSpec; Lightning 2.6 still calls it on every fit (not ours to fix)
@@ -52,6 +52,12 @@ def quiet() -> None:
     # short proxy epochs have fewer batches than log_every_n_steps: epoch-level metrics are logged regardless
     warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the "
                                               r"logging interval")
+
+
+def quiet() -> None:
+    """Silence the known third-party noise and show our own deprecations; idempotent. Every filter names the
+    module or message it drops, so our other warnings (a data problem) pass untouched."""
+    quiet_warnings()
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         target = logging.getLogger(name)
         if not any(isinstance(f, _DropLines) for f in target.filters):

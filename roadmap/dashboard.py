@@ -1,8 +1,8 @@
 """A study's W&B workspace and report, built as code: `python -m roadmap.dashboard --entity E --group trajectory`.
 
 The dashboard is first a specification (plain data: sections, panels and the run keys each reads), written as
-JSON by `--dry-run`, which needs no network; `wandb-workspaces` then turns it into a saved workspace and report,
-which needs a logged-in, online machine. Every key a panel reads is one that train.py logs: the flat run config
+JSON by `--dry-run`, which needs no network, entity or `wandb-workspaces`; `wandb-workspaces` then turns it into a
+saved workspace and report, which needs a logged-in, online machine. Every key a panel reads is one that train.py logs: the flat run config
 (`roadmap.step`, `model.*`, `recipe.name`, `data.name`, `params`, `gmacs`), the run summary (the final numbers of
 `summary.json`) and the history (`val/acc1`, `train/loss_epoch`, per `epoch`).
 """
@@ -129,7 +129,7 @@ def build(spec: dict[str, Any]) -> tuple[Any, Any]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--entity", required=True, help="W&B entity (user or team) that owns the project")
+    parser.add_argument("--entity", help="W&B entity (user or team) that owns the project; needed to save")
     parser.add_argument("--project", default="roadmap")
     parser.add_argument("--group", required=True, help="the study's W&B group (its `group=`, e.g. trajectory)")
     parser.add_argument("--table", help="a report's trajectory.md to embed (python -m roadmap.report writes it)")
@@ -138,12 +138,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--check", help="a study's output folder: check that its offline W&B runs have every key "
                                         "the panels read")
     args = parser.parse_args(argv)
+    if not (args.entity or args.dry_run):
+        parser.error("--entity is needed to save the workspace and report (--dry-run writes the specification only)")
     table = Path(args.table).read_text() if args.table else None
     spec = specification(args.entity, args.project, args.group, table)
-    workspace, report = build(spec)
     sections = ", ".join(s["name"] for s in spec["workspace"]["sections"])
     what = (f"workspace '{spec['workspace']['name']}' ({sections}) and report '{spec['report']['title']}' in "
-            f"{args.entity}/{args.project}, runs of group {args.group}")
+            f"{args.entity or '<entity>'}/{args.project}, runs of group {args.group}")
     if args.check:
         runs = sorted(Path(args.check).glob("**/wandb/offline-run-*"))
         if not runs:
@@ -156,6 +157,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         Path(args.out).write_text(json.dumps(spec, indent=2))
         print(f"would create the {what}; specification in {args.out}")
         return
+    try:
+        workspace, report = build(spec)
+    except ImportError:
+        raise SystemExit("saving needs wandb-workspaces, W&B's workspace and report API: uv sync --extra dashboard "
+                         "(or --dry-run, which writes the specification only)") from None
     workspace.save()
     report.save()
     print(f"created the {what}: {workspace.url} and {report.url}")

@@ -3,16 +3,20 @@
 `train.py` builds the job as for training (data, model, Classifier, Trainer) and hands it here instead of to `fit`.
 The weights load strictly (`roadmap.models.weights.load_weights`: our `.ckpt` or `best.pt`, a bare state dict,
 torchvision or timm weights), Lightning's validation loop runs once with the Classifier's own top-1/top-5, and a
-callback adds the confusion matrix, which gives the per-class top-1 and the figure. The job's directory is the
-`eval/` folder of its configuration's run directory (`roadmap.runs.run_subdir`), so a training run's record is
-never overwritten; an evaluation is never skipped as finished, since ckpt_path is not part of that directory's name.
+callback adds the confusion matrix, which gives the per-class top-1 and the figure. With recipe.ema=true the file's
+EMA weights (a run's best.pt keeps them) are loaded into the EMA copy and scored beside them (`acc1_ema`). The job's
+directory is the `eval/` folder of its configuration's run directory (`roadmap.runs.run_subdir`), so a training
+run's record is never overwritten; an evaluation is never skipped as finished, since ckpt_path is not part of that
+directory's name.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from matplotlib.figure import Figure
 from torchmetrics.classification import MulticlassConfusionMatrix
@@ -21,6 +25,8 @@ from roadmap.atomic import atomic_file
 from roadmap.models.weights import WeightsError, load_weights
 from roadmap.module import Classifier
 from roadmap.runs import CONFUSION, Summary
+
+log = logging.getLogger(__name__)
 
 
 class ConfusionMatrix(L.Callback):
@@ -46,8 +52,12 @@ def evaluate(trainer: L.Trainer, module: Classifier, datamodule: L.LightningData
     if not ckpt_path:
         raise WeightsError("eval_only=true needs ckpt_path=<the checkpoint or weights file to evaluate>")
     summary.evaluated = load_weights(module.model, ckpt_path, reset_head=False, field="ckpt_path")
-    if module.ema is not None:   # its copy was taken of the fresh weights
-        module.ema.set(module.model)
+    if module.ema is not None:   # recipe.ema=true: the file's EMA weights are scored beside its weights (acc1_ema)
+        try:
+            load_weights(module.ema.module, ckpt_path, reset_head=False, field="ckpt_path", ema=True)
+        except WeightsError as err:
+            log.warning("recipe.ema=true, but %s; scoring its weights alone (no acc1_ema)", err)
+            module.ema = None
     confusion = ConfusionMatrix(summary.num_classes)
     trainer.callbacks.append(confusion)
     metrics = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
@@ -56,6 +66,7 @@ def evaluate(trainer: L.Trainer, module: Classifier, datamodule: L.LightningData
     summary.per_class = {name: 100 * float(hits / total) if total else None
                          for name, hits, total in zip(names, counts.diag(), counts.sum(1))}
     summary.acc1, summary.acc5, summary.val_loss = (float(metrics[k]) for k in ("val/acc1", "val/acc5", "val/loss"))
+    summary.acc1_ema = float(metrics["val/acc1_ema"]) if "val/acc1_ema" in metrics else None
     summary.acc1_best, summary.acc5_best = summary.acc1, summary.acc5   # one evaluation is its own best
     summary.status, summary.epochs, summary.checkpoint = "finished", 0, "none"   # nothing trained, nothing kept
     if trainer.is_global_zero:
@@ -64,19 +75,39 @@ def evaluate(trainer: L.Trainer, module: Classifier, datamodule: L.LightningData
     return summary
 
 
-def draw_confusion(counts: torch.Tensor, names: list[str], path: Path, title: str) -> None:
-    """Each row normalised to the share of its true class's images, so classes of any size read alike; cell
-    values are written only where they fit (up to 12 classes), the figure grows with the class count (120: 22 in)."""
+MAX_CELL_TEXT = 20   # up to this many classes each cell shows its share; past it the numbers would run together
+
+
+def confusion_figure(counts: torch.Tensor, names: list[str], title: str) -> Figure:
+    """Each row normalised to the share (%) of its true class's images, so classes of any size read alike. Up to
+    `MAX_CELL_TEXT` classes every cell with images shows its share as a whole percent, dark on pale cells and white
+    on dark ones; past that the colour alone carries it. The cells keep one size, so the figure grows with the
+    class count (120 classes: 24 in)."""
     n = len(names)
-    rows = counts / counts.sum(1, keepdim=True).clamp(min=1)
-    size = min(24.0, max(7.0, 0.17 * n + 2))
-    fig = Figure(figsize=(size, size), layout="constrained")
+    shares = (100 * counts / counts.sum(1, keepdim=True).clamp(min=1)).numpy()
+    cell = 0.45 if n <= MAX_CELL_TEXT else 0.16   # inches
+    side = min(24.0, max(6.0, cell * n + 3.5))   # room for the class names and the colour bar
+    fig = Figure(figsize=(side + 1, side), layout="constrained")
     ax = fig.subplots()
-    MulticlassConfusionMatrix(n).plot(val=rows, ax=ax, add_text=n <= 12, labels=names, cmap="Blues")
-    ax.images[0].set_clim(0, 1)
-    ax.tick_params(axis="x", labelrotation=90, labelsize=10 if n <= 40 else 7)
-    ax.tick_params(axis="y", labelrotation=0, labelsize=10 if n <= 40 else 7)
+    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=100)
+    ticks = range(n)
+    labelsize = 9 if n <= 40 else 6
+    ax.set_xticks(ticks, names, rotation=90, fontsize=labelsize)
+    ax.set_yticks(ticks, names, fontsize=labelsize)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    if n <= MAX_CELL_TEXT:
+        for (true, predicted), share in np.ndenumerate(shares):
+            if counts[true, predicted] > 0:
+                red, green, blue, _ = image.cmap(image.norm(share))
+                pale = 0.299 * red + 0.587 * green + 0.114 * blue > 0.5   # perceived luminance of the cell
+                ax.text(predicted, true, f"{share:.0f}", ha="center", va="center", fontsize=8,
+                        color="black" if pale else "white")
     ax.set_title(title)
-    fig.colorbar(ax.images[0], ax=ax, shrink=0.6, label="share of the true class's images")
+    fig.colorbar(image, ax=ax, shrink=0.6, label="share of the true class's images (%)")
+    return fig
+
+
+def draw_confusion(counts: torch.Tensor, names: list[str], path: Path, title: str) -> None:
     with atomic_file(path) as f:
-        fig.savefig(f, format="png", dpi=100)
+        confusion_figure(counts, names, title).savefig(f, format="png", dpi=100)

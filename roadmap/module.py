@@ -18,6 +18,8 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from roadmap.console import quiet_warnings
+
 
 # How the recipe's lr (given per `base_batch_size` images) follows the effective batch size: Goyal et al.'s
 # linear rule, the square-root rule (Krizhevsky 2014; Malladi et al. 2022 for Adam), or none (lr as written).
@@ -62,6 +64,10 @@ class Classifier(L.LightningModule):
         self.register_buffer("best_acc5", torch.tensor(0.0))
         self.throughput = 0.0
         self._epoch_images, self._epoch_start, self._last_batch_end = 0, 0.0, 0.0
+
+    def setup(self, stage: str) -> None:
+        # inside the caller's warning context (pytest's, a notebook's), before Lightning builds its loaders
+        quiet_warnings()
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x

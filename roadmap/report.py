@@ -4,7 +4,7 @@ Proxy runs (small data, small images, few epochs) are not on the paper's ImageNe
 steps rather than absolute numbers: each roadmap row's change over the previous measured row, with a 95 %
 interval paired by seed, and whether its sign agrees with the paper's change.
 
-    python -m roadmap.report outputs/trajectory outputs/kernel_sweep --out results/imagewoof64 [--no-wandb]
+    python -m roadmap.report outputs/trajectory outputs/kernel_sweep --out results/imagewoof64 [--wandb]
 """
 from __future__ import annotations
 
@@ -465,7 +465,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--export-runs", type=Path, metavar="DIR",
                         help="first copy each run's summary.json and .hydra/ config here (e.g. results/<study>/runs), "
                              "and report from that copy")
-    parser.add_argument("--wandb", action=argparse.BooleanOptionalAction, default=True,
+    parser.add_argument("--wandb", action=argparse.BooleanOptionalAction, default=False,
                         help="log the table and chart to W&B (offline unless WANDB_MODE=online)")
     args = parser.parse_args(argv)
     dirs = args.dirs

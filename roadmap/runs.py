@@ -38,6 +38,7 @@ CONFIG, OVERRIDES = ".hydra/config.yaml", ".hydra/overrides.yaml"   # where Hydr
 RECORD = (SUMMARY, HISTORY, CONFIG, OVERRIDES)  # what a committed run keeps (results/*/runs)
 RUN_MARKERS = (".hydra", CHECKPOINTS)  # a run directory has these from its start, summary.json only at its end
 LAUNCH_ENV = "ROADMAP_LAUNCH"        # the file where the jobs of one command record themselves
+BUDGET_DIR = "budget="               # a budget's folder in a study: budget=<name> (`run_subdir`)
 
 # -- layout ------------------------------------------------------------------------------------------------------
 # Overrides that set the budget (data, schedule length, hardware, a proxy's width), not the design a paper row
@@ -67,11 +68,16 @@ def variant_overrides(name: str, override_dirname: str) -> str:
     return ",".join(o for o in split_overrides(override_dirname) if o != f"model={name}")
 
 
-def run_subdir(data: str, name: str, override_dirname: str, seed: int | str, eval_only: bool = False) -> str:
-    """A run's directory below its study (<log_dir>/<group>/): <data>/<name>[,<overrides>]/seed<N>, and an
-    evaluation's (eval_only=true) the `eval/` folder inside it, so it never overwrites the run's own record.
-    The Hydra config builds run and sweep directories with it (the `run_subdir` resolver)."""
+def run_subdir(data: str, name: str, override_dirname: str, seed: int | str, eval_only: bool = False,
+               budget: str | None = None) -> str:
+    """A run's directory below its study (<log_dir>/<group>/): [budget=<budget>/]<data>/<name>[,<overrides>]/seed<N>,
+    and an evaluation's (eval_only=true) the `eval/` folder inside it, so it never overwrites the run's own record.
+    A budget (`+budget=`, not an override of the run's keys) has a folder of its own, so two budgets of one study
+    never share a run directory. The Hydra config builds run and sweep directories with it (the `run_subdir`
+    resolver)."""
     run = f"{data}/{name}{run_variant(variant_overrides(name, override_dirname))}/seed{seed}"
+    if budget:
+        run = f"{BUDGET_DIR}{budget}/{run}"
     return f"{run}/{EVAL}" if eval_only else run
 
 
@@ -79,12 +85,15 @@ def parse_run_dir(run_dir: Path) -> dict[str, Any]:
     """The inverse of `run_subdir` (with the group above it), for runs that left no summary."""
     name, _, variant = run_dir.parent.name.partition(",")
     seed = re.fullmatch(r"seed(\d+)", run_dir.name)
-    return {"name": name, "variant": variant, "data": run_dir.parent.parent.name,
-            "group": run_dir.parent.parent.parent.name, "seed": int(seed[1]) if seed else None}
+    above = run_dir.parent.parent.parent   # the budget's folder, else the group's
+    budget = above.name.removeprefix(BUDGET_DIR) if above.name.startswith(BUDGET_DIR) else None
+    return {"name": name, "variant": variant, "data": run_dir.parent.parent.name, "budget": budget,
+            "group": (above.parent if budget else above).name, "seed": int(seed[1]) if seed else None}
 
 
-def checkpoint_dir(run_dir: str | Path) -> str:
-    return str(Path(run_dir) / CHECKPOINTS)
+def checkpoint_dir(run_dir: str | Path | None) -> str | None:
+    """<run dir>/checkpoints; None while there is no run directory (`run.py --cfg job --resolve` runs no job)."""
+    return None if run_dir is None else str(Path(run_dir) / CHECKPOINTS)
 
 
 def run_dirs(root: Path) -> tuple[list[Path], list[Path]]:
@@ -111,6 +120,7 @@ class Summary:
     paper_top1: float | None = None
     paper_gmacs: float | None = None
     group: str | None = None
+    budget: str | None = None              # the +budget= preset it ran under, if any (experiments/budget/)
     model: str | None = None
     params: int | None = None
     gmacs: float | None = None
@@ -282,10 +292,9 @@ def archive_previous(run_dir: Path) -> Path | None:
 def launch(log_dir: Path) -> Iterator[Path]:
     """Give the jobs of one command (whatever the launcher: in-process, joblib, SLURM) a file to record
     themselves in, through the environment they inherit; yields its path. It lives under the output directory,
-    which workers on other nodes share, and is removed afterwards."""
+    which workers on other nodes share, is written by the first job (a command that runs none, as --help, writes
+    nothing) and is removed afterwards."""
     path = log_dir / ".launches" / f"{datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:8]}.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch()
     previous = os.environ.get(LAUNCH_ENV)
     os.environ[LAUNCH_ENV] = str(path)
     try:
@@ -302,6 +311,7 @@ def record_launch(event: Mapping[str, Any]) -> None:
     short and appended with O_APPEND, so concurrent jobs do not interleave."""
     path = os.environ.get(LAUNCH_ENV)
     if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a") as f:
             f.write(json.dumps(dict(event), default=str) + "\n")
 
@@ -309,7 +319,7 @@ def record_launch(event: Mapping[str, Any]) -> None:
 def launched_jobs(path: Path) -> list[dict[str, Any]]:
     """Each job of the launch file, once: its outcome, or `killed` for a job that started and never ended."""
     jobs: dict[str, dict[str, Any]] = {}
-    for line in path.read_text().splitlines():
+    for line in (path.read_text() if path.exists() else "").splitlines():
         event = json.loads(line)
         jobs[event["run_dir"]] = {**jobs.get(event["run_dir"], {}), **event}
     return [job if job.get("status") else {**job, "status": "killed", "error": "started, never ended"}

@@ -4,24 +4,23 @@ Each YAML file of those groups starts from its schema (`defaults: [<schema>, _se
 unknown key fails when Hydra composes, naming the full key, before anything runs. The builders' schemas are
 derived from their constructors' signatures, so a key's type, default and meaning (the docstring) live in one
 place; the recipe and trainer keys are documented here, their values in conf/recipe/ and conf/trainer/.
+The signatures are read from the builders' source, not imported: composing a config (for `--help`, `--cfg` or a
+config error) then never loads torch or Lightning, which the builders import.
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
-import inspect
 import types
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, make_dataclass
+from pathlib import Path
 from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
-
-from roadmap.data import ImageDataModule
-from roadmap.data.transforms import CLASSIC_AUGMENT
-from roadmap.models import RoadmapNet
 
 PRIMITIVES = (int, float, bool, str)
 
@@ -42,25 +41,75 @@ def _field_type(annotation: Any) -> Any:
     return Any   # mappings too: they are often interpolations (data.augment: ${recipe.augment}), typed there
 
 
-def signature_schema(name: str, target: Callable, required: Sequence[str] = (),
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]   # holds roadmap/
+# What a builder's annotations may name, as typing objects; an annotation naming anything else is typed Any, as
+# `_field_type` would type it anyway (OmegaConf enforces primitives, Optional and lists of primitives only)
+ANNOTATION_NAMES = {"int": int, "float": float, "bool": bool, "str": str, "list": list, "tuple": tuple,
+                    "dict": dict, "None": None, "Any": Any, "Optional": Optional, "List": List,
+                    "Sequence": Sequence, "Mapping": Mapping, "Callable": Callable}
+
+
+def _definition(target: str) -> ast.stmt:
+    """The top-level class, function or assignment `target` (a dotted path) names, from its module's source."""
+    module, _, name = target.rpartition(".")
+    tree = ast.parse((PACKAGE_ROOT / Path(*module.split("."))).with_suffix(".py").read_text())
+    for node in tree.body:
+        names = ([t.id for t in node.targets if isinstance(t, ast.Name)] if isinstance(node, ast.Assign)
+                 else [getattr(node, "name", None)])
+        if name in names:
+            return node
+    raise LookupError(f"{target} is not defined at the top of {module}")
+
+
+def source_constant(target: str) -> Any:
+    """A module-level literal (e.g. a dict of defaults), read without importing its module."""
+    node = _definition(target)
+    assert isinstance(node, ast.Assign), f"{target} is not an assignment"
+    return ast.literal_eval(node.value)
+
+
+def _annotation(node: ast.expr | None) -> Any:
+    if node is None:
+        return Any
+    try:
+        return eval(ast.unparse(node), {"__builtins__": {}}, dict(ANNOTATION_NAMES))
+    except Exception:   # a name outside ANNOTATION_NAMES (nn.Module, a class): nothing OmegaConf could enforce
+        return Any
+
+
+def source_parameters(target: str) -> list[tuple[str, Any, Any]]:
+    """(name, annotation, default or MISSING) of the keyword parameters of `target`, a class (its __init__ less
+    `self`) or a function, read from its source: the builders import torch, their signatures need not."""
+    node = _definition(target)
+    if isinstance(node, ast.ClassDef):
+        node = next(n for n in node.body if isinstance(n, ast.FunctionDef) and n.name == "__init__")
+    assert isinstance(node, ast.FunctionDef), f"{target} is not a class or a function"
+    args = node.args
+    positional = (args.posonlyargs + args.args)[1 if node.name == "__init__" else 0:]
+    defaults = [None] * (len(positional) - len(args.defaults)) + list(args.defaults)
+    return [(arg.arg, _annotation(arg.annotation), MISSING if default is None else ast.literal_eval(default))
+            for arg, default in [*zip(positional, defaults), *zip(args.kwonlyargs, args.kw_defaults)]]
+
+
+def signature_schema(name: str, target: str, required: Sequence[str] = (),
                      extra: Sequence[tuple[str, Any, Any]] = ()) -> type:
-    """A dataclass with `target`'s keyword parameters (types and defaults from its signature), `_target_` and the
-    `extra` (name, type, field) keys the job reads beside them; the `required` ones have no default: each config
-    must set them (a YAML's `???` cannot unset a default)."""
-    hints = typing.get_type_hints(target.__init__ if inspect.isclass(target) else target)
-    fields: list[tuple[str, Any, Any]] = [("_target_", str, field(default=f"{target.__module__}.{target.__name__}"))]
-    for param in inspect.signature(target).parameters.values():
-        if param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
-            continue
-        default = param.default
-        if default is inspect.Parameter.empty or param.name in required:
+    """A dataclass with the keyword parameters of `target` (a dotted path: types and defaults from its signature),
+    `_target_` and the `extra` (name, type, field) keys the job reads beside them; the `required` ones have no
+    default: each config must set them (a YAML's `???` cannot unset a default)."""
+    fields: list[tuple[str, Any, Any]] = [("_target_", str, field(default=target))]
+    for param, annotation, default in source_parameters(target):
+        if default is MISSING or param in required:
             spec = field(default=MISSING)
         elif isinstance(default, (list, tuple)):
             spec = field(default_factory=lambda d=default: list(d))
         else:
             spec = field(default=default)
-        fields.append((param.name, _field_type(hints.get(param.name, Any)), spec))
+        fields.append((param, _field_type(annotation), spec))
     return make_dataclass(name, [*fields, *extra])
+
+
+# The classic recipe's augmentation (roadmap.data.transforms), the defaults of the recipe's `augment` keys
+CLASSIC_AUGMENT = source_constant("roadmap.data.transforms.CLASSIC_AUGMENT")
 
 
 @dataclass
@@ -78,8 +127,9 @@ class AugmentSchema:
 
 # false | true (the published weights of the model's architecture) | a weights file: `roadmap.models.weights`
 PRETRAINED = ("pretrained", Any, field(default=False))
-RoadmapNetSchema = signature_schema("RoadmapNetSchema", RoadmapNet, extra=[PRETRAINED])
-DataSchema = signature_schema("DataSchema", ImageDataModule, required=("num_classes",))   # augment: typed in recipe
+RoadmapNetSchema = signature_schema("RoadmapNetSchema", "roadmap.models.roadmap_net.RoadmapNet", extra=[PRETRAINED])
+DataSchema = signature_schema("DataSchema", "roadmap.data.datamodule.ImageDataModule",   # augment: typed in recipe
+                              required=("num_classes",))
 
 
 @dataclass

@@ -241,7 +241,7 @@ def _train(cfg: DictConfig, run_dir: Path, record: dict[str, Any]) -> Summary:
     started = time.perf_counter()
     summary = Summary(
         name=cfg.name, step=cfg.roadmap.step, step_name=cfg.roadmap.name, variant=_variant(cfg.name),
-        paper_top1=_paper_top1(cfg), paper_gmacs=cfg.roadmap.paper_gmacs, group=cfg.group,
+        paper_top1=_paper_top1(cfg), paper_gmacs=cfg.roadmap.paper_gmacs, group=cfg.group, budget=_budget(),
         recipe=cfg.recipe.name, data=cfg.data.name, num_classes=cfg.data.num_classes,
         image_size=cfg.data.image_size, epochs=cfg.trainer.max_epochs, precision=resolve_precision(cfg),
         seed=cfg.seed, git_commit=git_commit(), run_dir=str(run_dir.resolve()), checkpoint=cfg.checkpoint,
@@ -338,6 +338,11 @@ def closing_line(summary: Summary) -> str:
 def _variant(name: str) -> str:
     """Overrides beyond the step (e.g. model.kernel_size=9): what tells two runs of one step apart."""
     return variant_overrides(name, HydraConfig.get().job.override_dirname) if HydraConfig.initialized() else ""
+
+
+def _budget() -> str | None:
+    """The +budget= preset of the job (experiments/budget/), which its run directory also names."""
+    return HydraConfig.get().runtime.choices.get("budget") if HydraConfig.initialized() else None
 
 
 def _at_224(cfg: DictConfig) -> DictConfig:

@@ -3,6 +3,7 @@ in the paper's order, with the baselines; and the final metrics are in each offl
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,16 @@ def test_specification_builds_a_workspace_and_report_offline(tmp_path):
     workspace, report = build(specification("me", "roadmap", "dash", table.read_text()))
     assert [s.name for s in workspace.sections] == ["Trajectory", "Curves", "Which flag moved top-1", "Runs"]
     assert report.title.endswith("dash") and len(report.blocks) == 5   # text, table, three panel grids
+
+
+def test_dry_run_needs_no_entity_nor_wandb_workspaces(tmp_path, monkeypatch, capsys):
+    for name in ("wandb_workspaces", "wandb_workspaces.reports.v2", "wandb_workspaces.workspaces"):
+        monkeypatch.setitem(sys.modules, name, None)   # as if not installed: importing it raises ImportError
+    main(["--group", "dash", "--dry-run", "--out", str(tmp_path / "spec.json")])
+    assert "would create the workspace 'roadmap: dash'" in capsys.readouterr().out
+    assert json.loads((tmp_path / "spec.json").read_text())["group"] == "dash"
+    with pytest.raises(SystemExit, match="uv sync --extra dashboard"):   # saving does need it, and says so
+        main(["--entity", "me", "--group", "dash"])
+    with pytest.raises(SystemExit):   # and an entity: argparse's one-line usage error
+        main(["--group", "dash"])
+    assert "--entity is needed to save" in capsys.readouterr().err

@@ -536,6 +536,16 @@ def test_top_classes_composes_with_the_decoded_cache_subsets_and_batch_processes
     assert plain.num_train == 29 and len(list((cache / "decoded").glob("dogs-Images-*.npz"))) == 4
 
 
+def test_wnid_folders_are_named_as_imagenet_classes(tmp_path: Path) -> None:
+    """Imagewoof's, Imagenette's and ImageNet's class folders are wnids; their names come from timm's ImageNetInfo,
+    a name two wnids share keeps its wnid (per-class results are keyed by name), and other folders keep theirs."""
+    wnids = ("n02012849", "n02086240", "n03126707", "n99999999", "tabby")
+    folder = datamodule(name="folder", root=str(make_folder(tmp_path / "woof", classes=wnids, per_class=1)),
+                        num_classes=len(wnids), batch_size=1)
+    folder.setup("fit")
+    assert folder.class_names == ["crane (n02012849)", "Shih-Tzu", "crane (n03126707)", "n99999999", "tabby"]
+
+
 def test_class_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     synthetic = datamodule(train_size=8, val_size=8)
     with pytest.raises(RuntimeError, match="setup"):

@@ -2,19 +2,23 @@
 as a confusion matrix, in the eval/ folder of the run directory; a missing or unfitting ckpt_path is one line."""
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
 import pytest
 import torch
 from hydra.utils import instantiate
+from matplotlib.colors import to_rgb
 from PIL import Image
 
-from roadmap import compose
+from roadmap import build_model, compose
+from roadmap.evaluate import MAX_CELL_TEXT, confusion_figure
+from roadmap.models.weights import EMA_STATE
 from roadmap.runs import BEST_WEIGHTS, CHECKPOINTS, CONFUSION, EVAL, SUMMARY, run_dirs
 from roadmap.train import run_job, train
 
-from conftest import TINY, run_py
+from conftest import TINY, make_folder, run_py
 
 RUN = ("+roadmap=step00_baseline", "model.width_mult=0.25", "trainer.precision=32-true")   # fp32: half the time
 
@@ -88,3 +92,68 @@ def test_missing_or_unfitting_ckpt_path_is_one_line(trained, tiny_cfg, caplog, o
     assert len(errors) == 1 and needle in errors[0] and "ckpt_path" in errors[0] and "\n" not in errors[0]
     s = json.loads((Path(cfg.paths.output_dir) / SUMMARY).read_text())
     assert s["status"] == "failed" and needle in s["error"]
+
+
+def test_ema_weights_are_kept_and_evaluated(tmp_path):
+    """recipe.ema=true: best.pt keeps the EMA's weights beside the model's, and an evaluation scores both: the model's
+    as the run scored them, the EMA's as the file holds them (here made to predict one class: its share of val)."""
+    run = (*TINY, *RUN, "recipe.ema=true", "recipe.ema_decay=0.5")
+    train(compose([*run, f"paths.output_dir={tmp_path / 'run'}"]))
+    best = tmp_path / "run" / CHECKPOINTS / BEST_WEIGHTS
+    state = torch.load(best, weights_only=True)
+    assert state[EMA_STATE].keys() == state["state_dict"].keys()
+    assert any(not torch.equal(state[EMA_STATE][k], v) for k, v in state["state_dict"].items())   # its own weights
+    datamodule = instantiate(compose(list(run)).data)
+    datamodule.setup("validate")
+    scored = [int(y) for _, y in itertools.islice(iter(datamodule.val_set), 2 * 16)]   # limit_val_batches x batch
+    common = max(set(scored), key=scored.count)
+    head = state[EMA_STATE]
+    head["fc.weight"].zero_()
+    head["fc.bias"].copy_(torch.nn.functional.one_hot(torch.tensor(common), len(head["fc.bias"])))
+    torch.save(state, tmp_path / "ema_predicts_one_class.pt")
+    train(compose([*run, "eval_only=true", f"ckpt_path={tmp_path / 'ema_predicts_one_class.pt'}",
+                   f"paths.output_dir={tmp_path / 'eval'}"]))
+    ev, trained = (json.loads((tmp_path / d / SUMMARY).read_text()) for d in ("eval", "run"))
+    assert ev["acc1"] == trained["acc1"] and trained["acc1_ema"] is not None
+    assert ev["acc1_ema"] == pytest.approx(100 * scored.count(common) / len(scored)) != ev["acc1"]
+
+
+def test_an_imagenet_subset_is_evaluated_by_class_name(tmp_path):
+    """Per-class results on a wnid-named folder (Imagewoof's layout) are keyed by the breeds' names."""
+    root = make_folder(tmp_path / "woof", classes=("n02086240", "n02087394", "n02088364"), per_class=4)
+    data = [o for o in TINY if not o.startswith(("data=", "data.train_size", "data.val_size"))]
+    cfg = compose([*data, *RUN, "data=folder", f"data.root={root}", "data.num_classes=3", "data.batch_size=4",
+                   "eval_only=true", f"paths.output_dir={tmp_path / 'eval'}", f"paths.cache_dir={tmp_path}"])
+    torch.save(build_model(cfg).state_dict(), tmp_path / "fresh.pt")   # any weights of this model will do
+    cfg.ckpt_path = str(tmp_path / "fresh.pt")
+    train(cfg)
+    summary = json.loads((tmp_path / "eval" / SUMMARY).read_text())
+    assert summary["status"] == "finished", summary["error"]
+    assert list(summary["per_class"]) == ["Shih-Tzu", "Rhodesian ridgeback", "beagle"]
+
+
+def _luminance(color) -> float:
+    red, green, blue = to_rgb(color)
+    return 0.299 * red + 0.587 * green + 0.114 * blue
+
+
+def _cells(n: int) -> tuple[list, list]:
+    """The cell texts of a confusion matrix of n classes, 74 % on the diagonal, and each one's cell colour."""
+    counts = torch.eye(n, dtype=torch.long) * 60 + 2
+    fig = confusion_figure(counts, [f"class {i}" for i in range(n)], "title")
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    image = ax.images[0]
+    return ax.texts, [image.cmap(image.norm(image.get_array()[round(t.get_position()[1]), round(t.get_position()[0])]))
+                      for t in ax.texts]
+
+
+def test_confusion_cells_contrast_and_never_run_together():
+    texts, cells = _cells(12)
+    assert len(texts) == 12 * 12
+    assert {t.get_text() for t in texts} == {f"{100 * 62 / 84:.0f}", f"{100 * 2 / 84:.0f}"}   # whole percents
+    assert min(map(_luminance, cells)) < 0.5 < max(map(_luminance, cells))   # dark and pale cells both
+    assert all(abs(_luminance(t.get_color()) - _luminance(c)) > 0.5 for t, c in zip(texts, cells))   # contrast
+    boxes = [t.get_window_extent() for t in texts]
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])   # no "0.170.13"
+    assert len(_cells(MAX_CELL_TEXT + 1)[0]) == 0   # past ~20 classes numbers would crowd: the colour alone

@@ -216,7 +216,7 @@ def test_chart_is_a_real_image(report):
 def test_cli(sweeps, tmp_path):
     out = tmp_path / "cli"
     done = subprocess.run([sys.executable, "-m", "roadmap.report", *map(str, sweeps), "--out", str(out),
-                           "--metric", "acc1_best", "--no-wandb"], cwd=REPO, capture_output=True, text=True)
+                           "--metric", "acc1_best"], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "step00_baseline" in done.stdout
     assert {p.name for p in out.iterdir()} == {"trajectory.csv", "trajectory.md", "trajectory.png"}

@@ -2,6 +2,7 @@
 preemption or a torn checkpoint, and an exit code that comes from what the launched jobs recorded."""
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import os
@@ -9,19 +10,26 @@ import signal
 import subprocess
 import sys
 import time
+import typing
 from pathlib import Path
 
 import pytest
 import torch
 
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 
 import roadmap.report
 import roadmap.train
 from roadmap import build_model, compose
+from roadmap.config import CONF_DIR, register_resolvers
+from roadmap.data import ImageDataModule, transforms
+from roadmap.models import RoadmapNet
 from roadmap.runs import (ADDED_KEYS, BEST, BEST_WEIGHTS, CHECKPOINTS, LAST, PREVIOUS, RUN_LOG, SUMMARY, SUPERSEDED,
-                          WANDB_ID, fingerprint, read_history, run_lock, same_run)
-from roadmap.schema import config_error
+                          WANDB_ID, fingerprint, parse_run_dir, read_history, run_lock, same_run)
+from roadmap.schema import CLASSIC_AUGMENT, DataSchema, RoadmapNetSchema, _field_type, config_error
 from roadmap.train import RunError, train
 
 from conftest import REPO, TINY, run_py
@@ -200,15 +208,6 @@ def test_recipe_drop_path_under_a_model_with_its_own_is_refused(tiny_cfg):
         train(tiny_cfg("model=convnext_small", "recipe=modern", "recipe.drop_path_rate=0.2"))
 
 
-def test_a_mistyped_value_fails_at_composition_in_one_line_naming_the_key(tmp_path):
-    """The typed schema (roadmap.schema) stops a wrong type before anything runs: one line, the full key."""
-    proc = run_py("data.image_size=abc", log_dir=tmp_path)
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
-    assert lines[-1] == "config error: data.image_size: Value 'abc' of type 'str' could not be converted to Integer"
-    assert not list(tmp_path.rglob(SUMMARY)) and not list(tmp_path.rglob("config.yaml"))
-
-
 @pytest.mark.parametrize("override,line", [
     ("recipe.lr=fast", "recipe.lr: Value 'fast' of type 'str' could not be converted to Float"),
     ("trainer.max_epochs=many", "trainer.max_epochs: Value 'many' of type 'str' could not be converted to Integer"),
@@ -220,6 +219,48 @@ def test_schema_errors_name_the_full_key(override, line):
     with pytest.raises(HydraException) as info:
         compose([override])
     assert "\n" not in config_error(info.value) and config_error(info.value).startswith(line)
+
+
+@pytest.mark.parametrize("schema,builder", [(RoadmapNetSchema, RoadmapNet), (DataSchema, ImageDataModule)])
+def test_schemas_read_from_source_are_the_builders_signatures(schema, builder):
+    """The schemas are read from the builders' source (composing then needs no torch): the same keys, types and
+    defaults as the imported constructors' signatures."""
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    hints = typing.get_type_hints(builder.__init__)
+    params = inspect.signature(builder).parameters.values()
+    assert set(fields) - {"_target_", "pretrained"} == {p.name for p in params}
+    for p in params:
+        f = fields[p.name]
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        expected = list(p.default) if isinstance(p.default, tuple) else p.default
+        assert default == expected or (p.name == "num_classes" and builder is ImageDataModule), p.name   # required
+        assert f.type == _field_type(hints.get(p.name, typing.Any)), p.name
+    assert CLASSIC_AUGMENT == transforms.CLASSIC_AUGMENT
+
+
+def _run_dirs(*overrides: str) -> tuple[Path, Path]:
+    """The directory Hydra gives a job of these overrides, run alone and as a sweep's job."""
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = hydra_compose("config", overrides=list(overrides), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    return Path(cfg.hydra.run.dir), Path(cfg.hydra.sweep.dir) / cfg.hydra.sweep.subdir
+
+
+def test_two_budgets_never_share_a_run_directory():
+    default, _ = _run_dirs()
+    smoke, smoke_swept = _run_dirs("+budget=smoke")
+    assert default.relative_to(default.parents[3]) == Path("adhoc/synthetic/resnet50/seed0")   # as it always was
+    assert smoke.relative_to(smoke.parents[4]) == Path("adhoc/budget=smoke/synthetic/resnet50/seed0") == \
+        smoke_swept.relative_to(smoke_swept.parents[4])
+    # two budgets of one study on the same data, step and seed
+    study = ("+experiment=trajectory", "+roadmap=step05_kernel7", "data=imagenette", "model.kernel_size=9")
+    replay, proxy = (_run_dirs(*study, f"+budget={b}")[0] for b in ("cpu_replay", "cpu_proxy"))
+    assert replay != proxy and replay.parent.parent.parent.parent == proxy.parent.parent.parent.parent
+    assert parse_run_dir(replay) == {"name": "step05_kernel7", "variant": "model.kernel_size=9", "seed": 0,
+                                     "data": "imagenette", "budget": "cpu_replay", "group": "trajectory"}
+    assert parse_run_dir(default) == {"name": "resnet50", "variant": "", "seed": 0, "data": "synthetic",
+                                      "budget": None, "group": "adhoc"}
 
 
 def test_train_and_report_leave_the_record_to_runs():

@@ -255,7 +255,7 @@ import {module}
 """
 
 
-@pytest.mark.parametrize("module", ["run", "roadmap.bench"])
+@pytest.mark.parametrize("module", ["run, roadmap.train", "roadmap.bench"])   # run.py loads torch with its job
 @pytest.mark.parametrize("env, expected", [(None, "10000"), ("500", "500")])
 def test_torch_loads_libgomp_with_a_short_spin(module, env, expected):
     """libgomp reads GOMP_SPINCOUNT once, when torch loads it: the entry points set the default before that, and

@@ -20,7 +20,7 @@ from roadmap.data.archives import FASTAI_ARCHIVES, fastai_folder
 from roadmap.data.cache import DecodedImages
 from roadmap.data.dogs import breed, dogs_folders
 from roadmap.data.errors import DataError
-from roadmap.data.folders import (FOLDER_LAYOUT, SkipBadImages, best_represented, check_root, image_folder,
+from roadmap.data.folders import (FOLDER_LAYOUT, SkipBadImages, best_represented, check_root, class_names, image_folder,
                                   keep_classes, stratified_subset)
 from roadmap.data.pool import BatchPool
 from roadmap.data.synthetic import SyntheticShapes
@@ -197,7 +197,8 @@ class ImageDataModule(L.LightningDataModule):
             if self.top_classes is not None:
                 kept = best_represented(train, val, self.top_classes)
                 train, val = keep_classes(train, kept), keep_classes(val, kept)
-            self._class_names = [breed(c) if self.name == "stanford_dogs" else c for c in train.classes]
+            self._class_names = ([breed(c) for c in train.classes] if self.name == "stanford_dogs"
+                                 else class_names(train.classes))
             if self.decoded_cache:
                 skip = self.bad_images == "skip"
                 val_side = math.floor(self.image_size / self.crop_pct)   # timm's eval resize: a no-op on these

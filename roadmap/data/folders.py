@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import copy
 import logging
+import re
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 from PIL import Image
+from timm.data import ImageNetInfo
 from torch.utils.data import Dataset, Subset
 from torchvision.datasets import ImageFolder
 
@@ -17,6 +20,23 @@ from roadmap.data.errors import BadImageError, DataError
 log = logging.getLogger(__name__)
 
 FOLDER_LAYOUT = "<root>/train/<class>/<image> and <root>/val/<class>/<image>"
+WNID = re.compile(r"n\d{8}")   # an ImageNet class id (WordNet synset), the folder names of ImageNet and its subsets
+
+
+def class_names(folders: Sequence[str]) -> list[str]:
+    """Class folders as a person reads them: an ImageNet wnid (Imagewoof's n02086240) becomes timm's ImageNet class
+    name (Shih-Tzu, the first of its synonyms); a name two wnids share (crane, the bird and the machine) keeps its
+    wnid, so the names stay unique keys of a summary's per-class accuracies. Other folder names are kept."""
+    info = ImageNetInfo()
+
+    def name(folder: str) -> str:
+        try:
+            return info.label_name_to_description(folder).split(",")[0] if WNID.fullmatch(folder) else folder
+        except KeyError:   # a wnid timm's WordNet lemmas do not hold
+            return folder
+    names = [name(f) for f in folders]
+    shared = {name for name, n in Counter(names).items() if n > 1}
+    return [f"{name} ({folder})" if name in shared else name for name, folder in zip(names, folders)]
 
 
 def load_rgb(path: str) -> Image.Image:

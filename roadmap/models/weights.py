@@ -30,6 +30,11 @@ class WeightsError(ValueError):
     """Weights cannot be found, read or fitted to the model; the message says what to change."""
 
 
+# Where a checkpoint keeps the EMA of the weights (recipe.ema=true): timm's key (its CheckpointSaver's, and this
+# project's best.pt), or, in a Lightning checkpoint, the Classifier's `ema` (timm's ModelEmaV3, whose copy is `module`)
+EMA_STATE, EMA_PREFIX = "state_dict_ema", "ema.module."
+
+
 # What `model.pretrained=true` fetches for a RoadmapNet, by the reference architecture it equals. The ConvNeXt tags
 # are the paper's ImageNet-1K weights (timm's default tags for some are ImageNet-22K fine-tuned).
 HUB: dict[str, tuple[Callable[[], nn.Module], list]] = {
@@ -54,14 +59,21 @@ def head_keys(model: nn.Module) -> set[str]:
     return {k for k in model.state_dict() if k.startswith(name + ".")}
 
 
-def read_state(path: Path) -> dict[str, torch.Tensor]:
+def read_state(path: Path, ema: bool = False) -> dict[str, torch.Tensor]:
     """A flat state dict from a safetensors or torch file: a bare state dict, timm's or the ConvNeXt code's
-    {'model': ...}, this project's best.pt {'state_dict': ...}, or a Lightning checkpoint (keys 'model.*')."""
+    {'model': ...}, this project's best.pt {'state_dict': ...}, or a Lightning checkpoint (keys 'model.*'); with
+    `ema`, the EMA weights a checkpoint holds beside those (`EMA_STATE`, `EMA_PREFIX`), or a WeightsError."""
     try:
         state: Any = load_file(path) if path.suffix == ".safetensors" else torch.load(
             path, map_location="cpu", weights_only=True)
     except Exception as err:   # torch raises RuntimeError, EOFError or UnpicklingError, by how the file broke
         raise WeightsError(f"{path} cannot be read as weights ({(str(err).splitlines() or [''])[0]})") from None
+    if ema:
+        lightning = state.get("state_dict", {}) if isinstance(state, dict) else {}
+        state = (state.get(EMA_STATE) if isinstance(state, dict) else None) or {
+            k.removeprefix(EMA_PREFIX): v for k, v in lightning.items() if k.startswith(EMA_PREFIX)}
+        if not state:
+            raise WeightsError(f"{path} holds no EMA weights (neither {EMA_STATE} nor {EMA_PREFIX}* keys)")
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -88,16 +100,16 @@ def fit_state(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, tor
 
 
 def load_weights(model: nn.Module, path: str | Path, reset_head: bool = True,
-                 head_init_scale: float = 1.0, field: str = "model.pretrained") -> dict[str, Any]:
-    """Load the weights in `path` into `model`, every key and shape exactly, except a classifier of another class
-    count: with `reset_head` it keeps the model's fresh init, scaled by `head_init_scale` (the ConvNeXt
-    fine-tuning recipe's 0.001); and layer scales the file lacks (torchvision's ResNet-50 into step 01) are 1.
-    Returns what the run records: the file's name, path and sha256, and whether the head was reset. `field` names
-    the config key in errors."""
+                 head_init_scale: float = 1.0, field: str = "model.pretrained", ema: bool = False) -> dict[str, Any]:
+    """Load the weights in `path` (with `ema`, its EMA weights) into `model`, every key and shape exactly, except a
+    classifier of another class count: with `reset_head` it keeps the model's fresh init, scaled by
+    `head_init_scale` (the ConvNeXt fine-tuning recipe's 0.001); and layer scales the file lacks (torchvision's
+    ResNet-50 into step 01) are 1. Returns what the run records: the file's name, path and sha256, and whether the
+    head was reset. `field` names the config key in errors."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise WeightsError(f"{field}={path}: no such file")
-    state = fit_state(model, read_state(path))
+    state = fit_state(model, read_state(path, ema))
     target = model.state_dict()
     head = head_keys(model)
     differ = sorted(k for k in set(state) & set(target) if state[k].shape != target[k].shape)
