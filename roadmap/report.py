@@ -9,6 +9,7 @@ interval paired by seed, and whether its sign agrees with the paper's change.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import shutil
@@ -24,8 +25,10 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 from roadmap import paper
-from roadmap.runs import BUDGET_OVERRIDE, RECORD, SCHEMA, Summary, parse_run_dir, run_dirs, split_overrides
+from roadmap.runs import (BUDGET_OVERRIDE, RECORD, SCHEMA, Summary, UnreadableSummaryError, parse_run_dir, run_dirs,
+                          split_overrides)
 
+log = logging.getLogger(__name__)
 STATUS_ORDER = ("finished", "failed", "interrupted", "unfinished")
 KINDS = ("roadmap", "variant", "baseline")  # table order: the paper's rows, other variants of its steps, baselines
 # The paper's kernel sweep (its rows step05_kernel5/9/11) is step05_kernel7 trained with this override.
@@ -55,7 +58,12 @@ def load_runs(dirs: Sequence[str | Path]) -> pd.DataFrame:
         if not root.is_dir():
             raise FileNotFoundError(f"no such directory: {root}")
         summaries, started = run_dirs(root)
-        records += [{**Summary.read(p).row(), "run_dir": str(p.parent.resolve())} for p in summaries]
+        for path in summaries:
+            try:
+                records.append({**Summary.read(path).row(), "run_dir": str(path.parent.resolve())})
+            except UnreadableSummaryError as e:   # named, listed as unfinished; the other runs are reported
+                log.warning("%s: listed as unfinished", e)
+                records.append({**_unfinished(path.parent, steps), "error": str(e)})
         records += [_unfinished(d, steps) for d in started]
     runs = pd.DataFrame(records)
     runs = runs.reindex(columns=list(dict.fromkeys([*SCHEMA, *runs.columns])))

@@ -299,3 +299,17 @@ def test_study_efficiency_weighs_rows_by_their_time():
     """A slow row takes more of the study's time, so it counts more than in the mean of the rows' ratios."""
     table = pd.DataFrame({"train_img_per_s": [500.0, 100.0, 300.0], "model_img_per_s": [625.0, 200.0, None]})
     assert study_efficiency(table) == pytest.approx((1 / 625 + 1 / 200) / (1 / 500 + 1 / 100))   # 0.55, not 0.65
+
+
+def test_an_unreadable_summary_is_named_and_the_rest_reported(tmp_path, caplog):
+    write_run(tmp_path / "g", "step00_baseline", 0, 70.0)
+    write_run(tmp_path / "g", "step00_baseline", 1, 72.0)
+    torn = tmp_path / "g" / "imagewoof" / "step00_baseline" / "seed1" / "summary.json"
+    torn.write_text(torn.read_text()[:40])   # a kill while another tool rewrote it
+    runs = load_runs([tmp_path / "g"]).set_index("seed")
+    assert list(runs["status"]) == ["finished", "unfinished"] and runs.loc[0, "acc1"] == 70.0
+    assert str(torn) in runs.loc[1, "error"] and "JSONDecodeError" in runs.loc[1, "error"]
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        f"{runs.loc[1, 'error']}: listed as unfinished"]
+    table = pd.read_csv(write_report([tmp_path / "g"], tmp_path / "report")["csv"]).set_index("row")
+    assert table.loc["step00_baseline", "n"] == 1 and table.loc["step00_baseline", "mean_top1"] == 70.0
