@@ -388,9 +388,15 @@ def one_line(e: BaseException) -> str:
 def run_job(cfg: DictConfig) -> float | None:
     """train() for the command line: a failure is one logged line (full traceback with HYDRA_FULL_ERROR=1), so
     the other jobs of a multirun go on; run.py turns the jobs' recorded outcomes into the exit code. An
-    interruption (Ctrl-C, a preemption signal) ends the whole command."""
+    interruption (Ctrl-C, a preemption signal) ends the whole command; when the command itself was signalled, it
+    waits for its jobs (run.py), and each returns, recorded: raised, it would make joblib kill the other workers
+    before they checkpoint."""
     try:
         return train(cfg)
+    except SystemExit:
+        if launch_stopped():
+            return None
+        raise
     except RunInUseError as e:   # the directory and its run.log are another process's: not a line there
         print(f"{cfg.get('name', 'job')} (seed {cfg.get('seed')}): {e}", file=sys.stderr)
         return None

@@ -166,7 +166,7 @@ def test_a_signal_to_a_parallel_sweep_reaches_every_job_and_the_rerun_resumes_th
     assert all(_step(r / CHECKPOINTS / LAST) == 5 for r in runs)   # epoch 1's 4 steps and the one held
 
     rerun = run_py(*args, log_dir=tmp_path, env={"PYTHONPATH": str(REPO / "tests")})
-    assert rerun.returncode == 0 and (rerun.stdout + rerun.stderr).count("resuming from") == 2, rerun.stderr
+    assert rerun.returncode == 0 and (rerun.stdout + rerun.stderr).count(f"resuming from {tmp_path}") == 2, rerun.stderr
     assert [(_summary(r)["status"], _summary(r)["steps"]) for r in runs] == [("finished", 12)] * 2
 
 
