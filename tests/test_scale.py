@@ -22,7 +22,9 @@ RUN = [*TINY, "+roadmap=step07_separate_downsampling", "model.width_mult=0.25", 
 
 
 def _run(log_dir, *extra):
-    proc = subprocess.run([sys.executable, str(REPO / "run.py"), *RUN, f"paths.log_dir={log_dir}", *extra],
+    flags = [a for a in extra if a.startswith("-")]   # Hydra's (-m) precede the overrides
+    proc = subprocess.run([sys.executable, str(REPO / "run.py"), *flags, *RUN, f"paths.log_dir={log_dir}",
+                           *(a for a in extra if a not in flags)],
                           capture_output=True, text=True, timeout=600, cwd=REPO,
                           env={**os.environ, "ROADMAP_OUTPUT_DIR": str(log_dir)})
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]

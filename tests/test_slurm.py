@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from roadmap.runs import LAST, RUN_LOG, SUMMARY
+from roadmap.runs import CHECKPOINTS, LAST, RUN_LOG, SUMMARY
 
 from conftest import REPO, SLURM, TINY, run_py
 
@@ -80,5 +80,5 @@ def test_a_preempted_slurm_job_checkpoints_is_requeued_and_finishes(tmp_path):
     (summary,) = _summaries(tmp_path)
     assert summary["status"] == "finished" and summary["steps"] == 12
     log = next(tmp_path.rglob(RUN_LOG)).read_text()
-    assert "step00_baseline seed 0: interrupted" in log and f"resuming from {next(tmp_path.rglob(LAST))}" in log
+    assert "step00_baseline seed 0: interrupted" in log and f"resuming from {Path(summary['run_dir']) / CHECKPOINTS / LAST}" in log
     _quiet(out, tmp_path)
