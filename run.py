@@ -14,7 +14,7 @@ from roadmap.console import FULL_ERROR_ENV
 from roadmap.runs import launch, launched_jobs, stop_jobs
 from roadmap.schema import config_error
 from roadmap.slurm import quiet_job_watcher
-from roadmap.train import run_job
+from roadmap.train import one_line, run_job
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
@@ -50,7 +50,7 @@ def pass_signals_on(record: Path) -> None:
 
 
 if __name__ == "__main__":
-    # the jobs record themselves in a launch file, whichever process or node runs them: the exit code and the
+    # the jobs record themselves in a launch folder, whichever process or node runs them: the exit code and the
     # closing lines come from there, not from this process's memory
     log_dir = Path(os.environ.get("ROADMAP_OUTPUT_DIR", ROOT / "outputs"))
     # Hydra raises a composition error (a wrong type, an unknown key) only under HYDRA_FULL_ERROR, else prints it
@@ -63,13 +63,15 @@ if __name__ == "__main__":
         pass_signals_on(record)
         try:
             main()
-        except (HydraException, OmegaConfBaseException) as e:
-            if os.environ[FULL_ERROR_ENV] == "1":
-                raise
-            print(f"config error: {config_error(e)}", file=sys.stderr)
-            code = 1
         except SystemExit as e:   # an interruption that ended the command
             code = e.code if isinstance(e.code, int) else 1
+        except Exception as e:   # composition, or the launcher's own (a SLURM job that died without a result)
+            if os.environ[FULL_ERROR_ENV] == "1":
+                raise
+            composing = isinstance(e, (HydraException, OmegaConfBaseException))
+            print(f"config error: {config_error(e)}" if composing else f"launcher error: {one_line(e)}",
+                  file=sys.stderr)
+            code = 1
         finally:   # HYDRA_FULL_ERROR=1 lets a traceback through: the record goes all the same
             jobs = launched_jobs(record)
     lines, failed = closing_lines(jobs)

@@ -80,5 +80,6 @@ def test_a_preempted_slurm_job_checkpoints_is_requeued_and_finishes(tmp_path):
     (summary,) = _summaries(tmp_path)
     assert summary["status"] == "finished" and summary["steps"] == 12
     log = next(tmp_path.rglob(RUN_LOG)).read_text()
-    assert "step00_baseline seed 0: interrupted" in log and f"resuming from {Path(summary['run_dir']) / CHECKPOINTS / LAST}" in log
+    resumed = Path(summary["run_dir"]) / CHECKPOINTS / LAST
+    assert "step00_baseline seed 0: interrupted" in log and f"resuming from {resumed}" in log
     _quiet(out, tmp_path)
