@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from roadmap.bench import Runner   # the bench's own timed step: the job efficiency divides by what it measures
-from roadmap.runs import write_history
+from roadmap.runs import launch_stopped, write_history
 
 
 class ResumableRNG(L.Callback):
@@ -113,16 +113,20 @@ class LineProgress(L.Callback):
 
 
 class Preempted(SystemExit):
-    """A preemption signal stopped the run after its checkpoint was written. A SystemExit, like Lightning's own
-    SIGTERMException: it ends the whole command (a sweep's other jobs do not start on a node being taken away)."""
+    """A signal stopped the run, after its checkpoint was written if it had begun training. A SystemExit, like
+    Lightning's own SIGTERMException: it ends the whole command (a sweep's other jobs do not start on a node being
+    taken away), and submitit writes no result for it, so its launcher waits for the requeued job."""
 
 
 class Preemption(L.Callback):
-    """On SIGTERM (what SLURM sends at preemption and at the time limit) or SIGUSR1 (its `--signal` warning):
-    finish the current step, write `last_path` even mid-epoch, and stop with `Preempted`, which the run records
-    as interrupted. Lightning alone would carry on to the end of the epoch and lose everything since its start."""
+    """On SIGTERM (what SLURM sends at preemption, at `scontrol requeue` and at the time limit), SIGUSR1 (a
+    `--signal` warning) or SIGUSR2 (submitit's warning before the time limit): finish the current step, write
+    `last_path` even mid-epoch, and stop with `Preempted`, which the run records as interrupted. Lightning alone
+    would carry on to the end of the epoch and lose everything since its start. It is the one handler that acts
+    (README: When things go wrong): Lightning's SLURM auto-requeue is off (`roadmap.train`) and submitit's own
+    handler, which would requeue or fail the job mid-step, is not called; SLURM requeues a preempted job itself."""
 
-    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
     def __init__(self, last_path: Path | None) -> None:
         self.last_path = last_path   # None: checkpoint=none, stop without one
@@ -132,7 +136,7 @@ class Preemption(L.Callback):
     def _handler(self, signum: int, frame: Any) -> None:
         self.received = signal.Signals(signum).name
         previous = self._previous.get(signum)
-        if callable(previous):   # Lightning's own SIGTERM bookkeeping (and DDP's broadcast) still runs
+        if signum == signal.SIGTERM and callable(previous):   # Lightning's SIGTERM bookkeeping, DDP's broadcast
             previous(signum, frame)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -140,6 +144,8 @@ class Preemption(L.Callback):
         for sig in self.SIGNALS:
             self._previous[sig] = signal.getsignal(sig)
             signal.signal(sig, self._handler)
+        if launch_stopped():   # the command was signalled while this job was being set up
+            self.received = signal.SIGTERM.name
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:

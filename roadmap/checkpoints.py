@@ -30,10 +30,40 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                         storage_options: Any | None = None) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        if path.name == LAST and path.exists():
+        rotated = path.name == LAST and path.exists()
+        if rotated:
             os.replace(path, path.with_name(PREVIOUS))
-        with atomic_file(path) as f:
-            torch.save(checkpoint, f)
+        try:
+            with atomic_file(path) as f:
+                writes = _Writes(f)
+                try:
+                    torch.save(checkpoint, writes)
+                except RuntimeError:
+                    if writes.error is None:
+                        raise
+                    raise writes.error from None
+        except BaseException:
+            if rotated:   # a failed save (a full disk): the previous checkpoint stays last.ckpt
+                os.replace(path.with_name(PREVIOUS), path)
+            raise
+
+
+class _Writes:
+    """The file torch.save writes to, keeping the OS's error of a failed write: torch reports only its own
+    "unexpected pos" for it, with no file name and no cause."""
+
+    def __init__(self, f: Any) -> None:
+        self.f, self.error = f, None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.f, name)
 
 
 def load_weights_only(path: Path) -> dict[str, Any] | None:
@@ -66,8 +96,12 @@ class TornCheckpointError(RuntimeError):
     """No readable checkpoint is left to resume from."""
 
 
+DROPPED = {"resume": (LAST, PREVIOUS, BEST), "best": (LAST, PREVIOUS), "none": ()}   # by a finished run
+
+
 def keep_after_finish(checkpoints: Path, policy: str) -> list[Path]:
-    """Prune a finished run's checkpoints to what `policy` keeps; returns the files kept."""
+    """Write what a finished run keeps under `policy` (resume: best.pt); returns the files it keeps. The others go
+    (`prune`) only once its summary is written, so a failure to write that leaves the run resumable."""
     if policy == "resume":
         source = checkpoints / BEST if (checkpoints / BEST).is_file() else checkpoints / LAST
         state = torch.load(source, map_location="cpu", weights_only=True)
@@ -76,7 +110,10 @@ def keep_after_finish(checkpoints: Path, policy: str) -> list[Path]:
         with atomic_file(checkpoints / BEST_WEIGHTS) as f:   # loads into the bare model: load_state_dict(weights)
             torch.save({"state_dict": weights, **({EMA_STATE: ema} if ema else {}), "epoch": state["epoch"],
                         "global_step": state["global_step"], "roadmap": state.get("roadmap")}, f)
-    drop = {"resume": (LAST, PREVIOUS, BEST), "best": (LAST, PREVIOUS), "none": ()}[policy]
-    for name in drop:
+    return sorted(p for p in checkpoints.iterdir() if p.is_file() and p.name not in DROPPED[policy]) \
+        if checkpoints.is_dir() else []
+
+
+def prune(checkpoints: Path, policy: str) -> None:
+    for name in DROPPED[policy]:
         (checkpoints / name).unlink(missing_ok=True)
-    return sorted(p for p in checkpoints.iterdir() if p.is_file()) if checkpoints.is_dir() else []

@@ -52,6 +52,8 @@ def quiet_warnings() -> None:
     # short proxy epochs have fewer batches than log_every_n_steps: epoch-level metrics are logged regardless
     warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the "
                                               r"logging interval")
+    if "SLURM_JOB_ID" not in os.environ:   # outside an allocation the hint is wrong: this is not a SLURM run
+        warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system but is not used")
 
 
 def quiet() -> None:

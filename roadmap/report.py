@@ -9,6 +9,7 @@ interval paired by seed, and whether its sign agrees with the paper's change.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import shutil
@@ -28,9 +29,10 @@ from roadmap import paper
 from roadmap.budgets import budget_figure, budget_markdown, budget_table
 from roadmap.curves import CURVE_COLUMNS, add_rise, curves_figure, load_histories
 from roadmap.stats import ci95
-from roadmap.runs import (BUDGET_OVERRIDE, OVERRIDES, RECORD, SCHEMA, Summary, parse_run_dir, run_dirs,
-                          split_overrides)
+from roadmap.runs import (BUDGET_OVERRIDE, OVERRIDES, RECORD, SCHEMA, Summary, UnreadableSummaryError, parse_run_dir,
+                          run_dirs, split_overrides)
 
+log = logging.getLogger(__name__)
 STATUS_ORDER = ("finished", "failed", "interrupted", "unfinished")
 KINDS = ("roadmap", "variant", "baseline")  # table order: the paper's rows, other variants of its steps, baselines
 # The paper's kernel sweep (its rows step05_kernel5/9/11) is step05_kernel7 trained with this override.
@@ -62,12 +64,19 @@ def load_runs(dirs: Sequence[str | Path]) -> pd.DataFrame:
         if not root.is_dir():
             raise FileNotFoundError(f"no such directory: {root}")
         summaries, started = run_dirs(root)
-        found = [_record(p) for p in summaries]
+        found, unreadable = [], []
+        for path in summaries:
+            try:
+                found.append(_record(path))
+            except UnreadableSummaryError as e:   # named, listed as unfinished; the other runs are reported
+                log.warning("%s: listed as unfinished", e)
+                unreadable.append({**_unfinished(path.parent, steps), "error": str(e)})
         for r, label in zip(found, settings(found)):
             r["setting"] = label
-        # a run that wrote no summary belongs to its study's setting, when the study has one
+        # a run without a readable summary belongs to its study's setting, when the study has one
         setting = found[0]["setting"] if len({r["setting"] for r in found}) == 1 else UNKNOWN_SETTING
-        records += found + [{**_unfinished(d, steps), "setting": setting} for d in started]
+        records += found + [{**r, "setting": setting} for r in unreadable] + [
+            {**_unfinished(d, steps), "setting": setting} for d in started]
     runs = pd.DataFrame(records)
     runs = runs.reindex(columns=list(dict.fromkeys([*SCHEMA, *runs.columns])))
     runs = runs.astype({"seed": "Int64", "image_size": "Int64", "epochs": "Int64"})

@@ -10,9 +10,10 @@ import json
 import os
 import re
 import shutil
+import socket
 import uuid
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ RUN_LOG = "run.log"                 # the whole console of the run (also Hydra's
 CONFIG, OVERRIDES = ".hydra/config.yaml", ".hydra/overrides.yaml"   # where Hydra would put them
 RECORD = (SUMMARY, HISTORY, CONFIG, OVERRIDES)  # what a committed run keeps (results/*/runs)
 RUN_MARKERS = (".hydra", CHECKPOINTS)  # a run directory has these from its start, summary.json only at its end
-LAUNCH_ENV = "ROADMAP_LAUNCH"        # the file where the jobs of one command record themselves
+LAUNCH_ENV = "ROADMAP_LAUNCH"        # the folder where the jobs of one command record themselves
 BUDGET_DIR = "budget="               # a budget's folder in a study: budget=<name> (`run_subdir`)
 
 # -- layout ------------------------------------------------------------------------------------------------------
@@ -164,9 +165,17 @@ class Summary:
 
     @classmethod
     def read(cls, path: Path) -> Summary:
-        """A summary.json; keys this version does not know (or no longer writes) are dropped."""
-        data = json.loads(path.read_text())
-        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
+        """A summary.json; keys this version does not know (or no longer writes) are dropped. Raises
+        `UnreadableSummaryError`, naming the file, for one that is torn or not a summary."""
+        try:
+            data = json.loads(path.read_text())
+            return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
+        except (OSError, ValueError, TypeError) as e:   # ValueError: JSONDecodeError, UnicodeDecodeError
+            raise UnreadableSummaryError(f"{path} cannot be read ({type(e).__name__}: {e})") from None
+
+
+class UnreadableSummaryError(ValueError):
+    """A summary.json that is torn (a kill or a full disk while it was written by hand or by another tool)."""
 
 
 SCHEMA = [f.name for f in dataclasses.fields(Summary) if f.name not in ("config", "per_class")]
@@ -288,13 +297,18 @@ def archive_previous(run_dir: Path) -> Path | None:
 
 
 # -- what one command launched -----------------------------------------------------------------------------------
+# A folder per command, one file per job in it: each file is written whole and renamed into place, which holds on a
+# shared filesystem where appends to one file from several nodes are not atomic.
+STOP = ".stop"   # in the launch folder: the command was signalled, and a job that starts now does not train
+
+
 @contextmanager
 def launch(log_dir: Path) -> Iterator[Path]:
-    """Give the jobs of one command (whatever the launcher: in-process, joblib, SLURM) a file to record
+    """Give the jobs of one command (whatever the launcher: in-process, joblib, SLURM) a folder to record
     themselves in, through the environment they inherit; yields its path. It lives under the output directory,
-    which workers on other nodes share, is written by the first job (a command that runs none, as --help, writes
+    which workers on other nodes share, is made by the first job (a command that runs none, as --help, writes
     nothing) and is removed afterwards."""
-    path = log_dir / ".launches" / f"{datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:8]}.jsonl"
+    path = log_dir / ".launches" / f"{datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:8]}"
     previous = os.environ.get(LAUNCH_ENV)
     os.environ[LAUNCH_ENV] = str(path)
     try:
@@ -304,23 +318,47 @@ def launch(log_dir: Path) -> Iterator[Path]:
             os.environ.pop(LAUNCH_ENV, None)
         else:
             os.environ[LAUNCH_ENV] = previous
+        shutil.rmtree(path, ignore_errors=True)
 
 
-def record_launch(event: Mapping[str, Any]) -> None:
-    """Append one job event (a start, or its outcome) to this command's launch file, if there is one. Lines are
-    short and appended with O_APPEND, so concurrent jobs do not interleave."""
-    path = os.environ.get(LAUNCH_ENV)
-    if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as f:
-            f.write(json.dumps(dict(event), default=str) + "\n")
+def record_launch(job: Mapping[str, Any]) -> None:
+    """Write a job's record (at its start, then with its outcome) to its own file in this command's launch
+    folder, if there is one, with the host and pid that run it: where the command sends a signal it receives."""
+    folder = os.environ.get(LAUNCH_ENV)
+    if folder:
+        name = hashlib.sha1(str(job["run_dir"]).encode()).hexdigest()[:16] + ".json"
+        event = {**job, "host": socket.gethostname(), "pid": os.getpid()}
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        write_atomic(Path(folder) / name, json.dumps(event, default=str).encode())
 
 
-def launched_jobs(path: Path) -> list[dict[str, Any]]:
-    """Each job of the launch file, once: its outcome, or `killed` for a job that started and never ended."""
-    jobs: dict[str, dict[str, Any]] = {}
-    for line in (path.read_text() if path.exists() else "").splitlines():
-        event = json.loads(line)
-        jobs[event["run_dir"]] = {**jobs.get(event["run_dir"], {}), **event}
+def launched_jobs(folder: Path) -> list[dict[str, Any]]:
+    """Each job of the launch folder in the order they started: its outcome, or `killed` for a job that started
+    and never ended."""
     return [job if job.get("status") else {**job, "status": "killed", "error": "started, never ended"}
-            for job in jobs.values()]
+            for job in _records(folder)]
+
+
+def _records(folder: Path) -> list[dict[str, Any]]:
+    return sorted((json.loads(p.read_text()) for p in folder.glob("*.json")), key=lambda job: job["started_at"])
+
+
+def stop_jobs(folder: Path, signum: int) -> list[int]:
+    """Pass a signal the command received on to its running jobs in other processes of this host (a parallel
+    sweep's workers, which a signal to the command alone never reaches), and keep jobs not yet started from
+    training; returns the pids of the jobs running on this host, this process's among them if it runs one.
+    Jobs on other nodes belong to their scheduler (`scancel`)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / STOP).touch()
+    pids = [job["pid"] for job in _records(folder) if "status" not in job and job["host"] == socket.gethostname()]
+    for pid in pids:
+        if pid != os.getpid():
+            with suppress(ProcessLookupError):
+                os.kill(pid, signum)
+    return pids
+
+
+def launch_stopped() -> bool:
+    """Whether the command that launched this job was signalled to stop (`stop_jobs`)."""
+    folder = os.environ.get(LAUNCH_ENV)
+    return bool(folder) and (Path(folder) / STOP).exists()

@@ -25,9 +25,10 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from roadmap import build_model, paper
-from roadmap.callbacks import EpochHistory, LineProgress, ModelSpeed, Preemption
-from roadmap.checkpoints import POLICIES, AtomicCheckpointIO, keep_after_finish, load_weights_only, readable_last
+from roadmap import build_model, paper, slurm
+from roadmap.callbacks import EpochHistory, LineProgress, ModelSpeed, Preempted, Preemption
+from roadmap.checkpoints import (POLICIES, AtomicCheckpointIO, keep_after_finish, load_weights_only, prune,
+                                 readable_last)
 from roadmap.config import ROOT
 from roadmap.console import console_to, full_tracebacks, quiet
 from roadmap.dashboard import ORDER
@@ -36,9 +37,9 @@ from roadmap.evaluate import evaluate
 from roadmap.models import profile
 from roadmap.models.weights import load_pretrained
 from roadmap.module import Classifier
-from roadmap.runs import (CHECKPOINTS, LAST, RUN_LOG, SUMMARY, WANDB_ID, RunInUseError, Summary, archive_previous,
-                          config_diff, fingerprint, flat_config, record_launch, run_lock, same_run, save_config,
-                          variant_overrides)
+from roadmap.runs import (CHECKPOINTS, LAST, RUN_LOG, SUMMARY, WANDB_ID, RunInUseError, Summary,
+                          UnreadableSummaryError, archive_previous, config_diff, fingerprint, flat_config,
+                          launch_stopped, record_launch, run_lock, same_run, save_config, variant_overrides)
 
 log = logging.getLogger("roadmap")
 
@@ -183,7 +184,7 @@ def _trainer(cfg: DictConfig, run_dir: Path, loggers: list[Any]) -> L.Trainer:
     callbacks.append(RichProgressBar() if interactive else LineProgress())
     return L.Trainer(**kwargs, callbacks=callbacks, logger=loggers or False, enable_progress_bar=interactive,
                      default_root_dir=str(run_dir), enable_model_summary=False, enable_checkpointing=keep,
-                     plugins=[AtomicCheckpointIO()])
+                     plugins=[AtomicCheckpointIO(), *slurm.environment()])
 
 
 def train(cfg: DictConfig) -> float:
@@ -192,10 +193,14 @@ def train(cfg: DictConfig) -> float:
     run_dir = Path(cfg.paths.output_dir)
     flat = flat_config(cfg)
     record = {"fingerprint": fingerprint(flat), "config": flat}
-    job = {"run_dir": str(run_dir.resolve()), "name": cfg.name, "seed": cfg.seed}
-    record_launch(job)
+    job = {"run_dir": str(run_dir.resolve()), "name": cfg.name, "seed": cfg.seed,
+           "started_at": datetime.now(timezone.utc).isoformat()}
+    launched = rank_zero_only(record_launch)   # the job's launch record is rank 0's, as its summary is
+    launched(job)
     outcome: dict[str, Any] = {"status": "failed"}
     try:
+        if launch_stopped():   # the command was signalled while this job waited for a worker
+            raise Preempted("the command was stopped before this job started; rerun it to run this job")
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -211,7 +216,7 @@ def train(cfg: DictConfig) -> float:
         outcome = {"status": _status(e), "error": one_line(e)}
         raise
     finally:
-        record_launch({**job, **outcome})
+        launched({**job, **outcome})
 
 
 def _status(e: BaseException) -> str:
@@ -226,8 +231,8 @@ def _train(cfg: DictConfig, run_dir: Path, record: dict[str, Any]) -> Summary:
         if moved:
             log.info("force=true: previous results moved to %s", moved)
     elif (run_dir / SUMMARY).exists() and not cfg.eval_only:   # an evaluation always runs: roadmap.evaluate
-        previous = Summary.read(run_dir / SUMMARY)
-        if previous.status == "finished":
+        previous = _previous_summary(run_dir)
+        if previous is not None and previous.status == "finished":
             # None: written before fingerprints; else the same run if it predates keys now at their defaults
             if previous.fingerprint is not None and not same_run(previous.config or {}, record["config"]):
                 raise RunError(f"{run_dir} holds a finished run of another configuration "
@@ -303,10 +308,23 @@ def _train(cfg: DictConfig, run_dir: Path, record: dict[str, Any]) -> Summary:
     finally:
         summary.wall_s = time.perf_counter() - started
         summary.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        if rank_zero_only.rank == 0:
-            summary.write(run_dir)
-            log.info(closing_line(summary))
-        _finish_wandb()
+        try:
+            if rank_zero_only.rank == 0:
+                summary.write(run_dir)
+                if summary.status == "finished":   # only now: a summary that cannot be written leaves it resumable
+                    prune(run_dir / CHECKPOINTS, cfg.checkpoint)
+                log.info(closing_line(summary))
+        finally:
+            _finish_wandb()
+
+
+def _previous_summary(run_dir: Path) -> Summary | None:
+    """The run directory's summary, or None for one that cannot be read: the run counts as unfinished."""
+    try:
+        return Summary.read(run_dir / SUMMARY)
+    except UnreadableSummaryError as e:
+        log.warning("%s: the run counts as unfinished and resumes from its checkpoint, if it has one", e)
+        return None
 
 
 def _paper_top1(cfg: DictConfig) -> float | None:
@@ -376,9 +394,15 @@ def one_line(e: BaseException) -> str:
 def run_job(cfg: DictConfig) -> float | None:
     """train() for the command line: a failure is one logged line (full traceback with HYDRA_FULL_ERROR=1), so
     the other jobs of a multirun go on; run.py turns the jobs' recorded outcomes into the exit code. An
-    interruption (Ctrl-C, a preemption signal) ends the whole command."""
+    interruption (Ctrl-C, a preemption signal) ends the whole command; when the command itself was signalled, it
+    waits for its jobs (run.py), and each returns, recorded: raised, it would make joblib kill the other workers
+    before they checkpoint."""
     try:
         return train(cfg)
+    except SystemExit:
+        if launch_stopped():
+            return None
+        raise
     except RunInUseError as e:   # the directory and its run.log are another process's: not a line there
         print(f"{cfg.get('name', 'job')} (seed {cfg.get('seed')}): {e}", file=sys.stderr)
         return None

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import lightning as L
@@ -24,6 +26,20 @@ TINY = ["data=synthetic", "data.image_size=32", "data.batch_size=16", "data.num_
         "data.train_size=160", "data.val_size=64", "logger=none", "trainer.accelerator=cpu",
         "trainer.devices=1", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
         "trainer.limit_val_batches=2", "trainer.deterministic=true"]
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `slurm` need a cluster: `.ci/slurm` starts one on this machine (root, Debian); else they skip."""
+    if shutil.which("sbatch") is None:
+        skip = pytest.mark.skip(reason="no sbatch on PATH: start a local SLURM cluster with `sudo .ci/slurm`")
+        for item in items:
+            if "slurm" in item.keywords:
+                item.add_marker(skip)
+
+
+# hydra/launcher=slurm on `.ci/slurm`'s cluster: no GPU to ask for, one core and a little memory per task
+SLURM = ["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=null", "hydra.launcher.cpus_per_task=1",
+         "hydra.launcher.mem_gb=2"]
 
 
 @pytest.fixture
@@ -114,3 +130,21 @@ class SigtermAt(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.current_epoch == 1 and batch_idx == self.batch:
             os.kill(os.getpid(), signal.SIGTERM)
+
+
+class HoldForSignal(L.Callback):
+    """Before the given step of epoch 2, once: creates `ready` (a path, or a name in the run directory) and waits
+    (a minute at most) for a preemption signal, so a signal sent when it appears arrives mid-run however slow the
+    machine."""
+
+    def __init__(self, ready: str = "ready", batch: int = 1):
+        self.ready, self.batch = Path(ready), batch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        ready = Path(trainer.default_root_dir) / self.ready
+        if trainer.current_epoch == 1 and batch_idx == self.batch and not ready.exists():
+            (preemption,) = (c for c in trainer.callbacks if type(c).__name__ == "Preemption")
+            ready.touch()
+            deadline = time.time() + 60
+            while preemption.received is None and time.time() < deadline:
+                time.sleep(0.05)

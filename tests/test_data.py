@@ -240,6 +240,20 @@ def test_decoded_cache_follows_a_changed_folder(tmp_path: Path) -> None:
     assert len(list((cache / "decoded").glob("ok-train-*.npz"))) == 2
 
 
+def test_a_torn_decoded_cache_is_rebuilt_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    folder, cache = make_folder(tmp_path / "ok", per_class=2), tmp_path / "cache"
+    first = datamodule(name="folder", root=str(folder), decoded_cache=True, cache_dir=str(cache))
+    first.setup("fit")
+    (torn, *_) = sorted((cache / "decoded").glob("ok-train-*.npz"))
+    torn.write_bytes(torn.read_bytes()[:100])   # a copy cut short, or a disk that filled while it was copied
+    again = datamodule(name="folder", root=str(folder), decoded_cache=True, cache_dir=str(cache))
+    again.setup("fit")
+    assert again.num_train == first.num_train == 6 and again.train_set.targets == first.train_set.targets
+    assert np.array_equal(again.train_set.pixels, first.train_set.pixels)
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert str(torn) in warning and "rebuilding it" in warning
+
+
 def test_decoded_cache_skips_or_names_a_bad_image(folder_with_truncated_jpeg: tuple[Path, Path],
                                                   tmp_path: Path) -> None:
     folder, bad = folder_with_truncated_jpeg

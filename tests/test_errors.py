@@ -2,20 +2,26 @@
 no finished work (issue: bad input, crashes and failing sweep jobs)."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
 
+import roadmap.atomic
+import roadmap.checkpoints
+
 from roadmap.module import NonFiniteLossError
 from roadmap.report import load_runs, write_report
 from roadmap.atomic import write_atomic
+from roadmap.runs import CHECKPOINTS, LAST, SUMMARY
 from roadmap.train import RunError, run_job, train
 
 from conftest import REPO, TINY, make_folder, run_py
@@ -134,6 +140,58 @@ def test_summary_write_is_atomic(tmp_path, monkeypatch):
         write_atomic(path, b'{"status": "failed"}')
     assert json.loads(path.read_text()) == {"status": "finished"}  # old file intact
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]  # no temp file left behind
+
+
+# -- a full disk: one line naming the file and the cause, the last checkpoint kept ----------------------------
+class _FullDisk:
+    """A file on a disk that has just filled up: every write fails as the OS fails it."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def write(self, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
+def _fill_disk_at(monkeypatch, module, name: str, nth: int) -> None:
+    """From the `nth` write of a file called `name` through `module.atomic_file` on, the disk is full."""
+    real, writes = module.atomic_file, []
+
+    @contextmanager
+    def atomic_file(path):
+        with real(path) as f:
+            writes.append(path.name)
+            yield _FullDisk(f) if writes.count(name) >= nth else f
+    monkeypatch.setattr(module, "atomic_file", atomic_file)
+
+
+def test_disk_full_during_a_checkpoint_is_one_line_and_the_last_one_stays(tiny_cfg, tmp_path, monkeypatch):
+    cfg = tiny_cfg("+roadmap=step00_baseline", SMALL, "trainer.max_epochs=3")
+    _fill_disk_at(monkeypatch, roadmap.checkpoints, LAST, nth=2)   # epoch 1's save succeeds, epoch 2's does not
+    ckpts = Path(cfg.paths.output_dir) / CHECKPOINTS
+    with pytest.raises(OSError):
+        train(cfg)
+    line = f"OSError: [Errno 28] No space left on device: '{ckpts / LAST}'"
+    assert json.loads((Path(cfg.paths.output_dir) / SUMMARY).read_text())["error"] == line
+    assert torch.load(ckpts / LAST, map_location="cpu", weights_only=True)["global_step"] == 2
+    assert not [p for p in ckpts.iterdir() if p.name.endswith(".tmp")]
+    monkeypatch.undo()   # space freed: the rerun resumes from epoch 1's checkpoint
+    train(cfg)
+    assert json.loads((Path(cfg.paths.output_dir) / SUMMARY).read_text())["steps"] == 6
+
+
+def test_disk_full_during_the_summary_is_one_line_and_the_run_stays_resumable(tiny_cfg, tmp_path, monkeypatch,
+                                                                           caplog):
+    cfg = tiny_cfg("+roadmap=step00_baseline", SMALL)
+    _fill_disk_at(monkeypatch, roadmap.atomic, SUMMARY, nth=1)
+    run_job(cfg)
+    run = Path(cfg.paths.output_dir)
+    (error,) = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert error.endswith(f"OSError: [Errno 28] No space left on device: '{run / SUMMARY}'"), error
+    assert not (run / SUMMARY).exists() and (run / CHECKPOINTS / LAST).is_file()   # not pruned as finished
 
 
 # -- crash and resume: SIGKILL mid-epoch, rerun, same result -------------------------------------------

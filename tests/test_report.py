@@ -393,3 +393,17 @@ def test_history_gives_learning_curves_and_whether_each_row_still_rose(tmp_path)
     assert table.loc["step01_modern_training", "still_rising"] == False   # noqa: E712
     assert np.isnan(table.loc["deit_small", "rise_last2"])
     assert imread(paths["curves"]).shape[0] > 200 and "still_rising" in paths["md"].read_text()
+
+
+def test_an_unreadable_summary_is_named_and_the_rest_reported(tmp_path, caplog):
+    write_run(tmp_path / "g", "step00_baseline", 0, 70.0)
+    write_run(tmp_path / "g", "step00_baseline", 1, 72.0)
+    torn = tmp_path / "g" / "imagewoof" / "step00_baseline" / "seed1" / "summary.json"
+    torn.write_text(torn.read_text()[:40])   # a kill while another tool rewrote it
+    runs = load_runs([tmp_path / "g"]).set_index("seed")
+    assert list(runs["status"]) == ["finished", "unfinished"] and runs.loc[0, "acc1"] == 70.0
+    assert str(torn) in runs.loc[1, "error"] and "JSONDecodeError" in runs.loc[1, "error"]
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        f"{runs.loc[1, 'error']}: listed as unfinished"]
+    table = pd.read_csv(write_report([tmp_path / "g"], tmp_path / "report")["csv"]).set_index("row")
+    assert table.loc["step00_baseline", "n"] == 1 and table.loc["step00_baseline", "mean_top1"] == 70.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -151,6 +152,34 @@ def test_sigterm_to_the_command_exits_nonzero(tmp_path):
     assert _summary(summary.parent)["status"] == "interrupted" and "Traceback" not in out, out
 
 
+def test_a_signal_to_a_parallel_sweep_reaches_every_job_and_the_rerun_resumes_them(tmp_path):
+    """SIGTERM to the command of a joblib sweep (as Docker sends it): each worker's job checkpoints mid-epoch,
+    records interrupted and exits, the command closes with their lines, no worker outlives it, and the same
+    command resumes both. Each job holds at epoch 2 until a signal comes (conftest.HoldForSignal)."""
+    args = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "+roadmap=step00_baseline", SMALL, "seed=0,1",
+            "trainer.max_epochs=3", "trainer.limit_train_batches=4", "+callbacks.hold._target_=conftest.HoldForSignal"]
+    cmd = [sys.executable, str(REPO / "run.py"), "-m", *TINY, f"paths.log_dir={tmp_path}", *args[1:]]
+    env = {**os.environ, "ROADMAP_OUTPUT_DIR": str(tmp_path), "PYTHONPATH": str(REPO / "tests")}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 240
+    while len(list(tmp_path.rglob("ready"))) < 2 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    workers = [json.loads(p.read_text())["pid"] for p in (tmp_path / ".launches").glob("*/*.json")]
+    assert len(workers) == 2 and os.getpid() not in workers and proc.pid not in workers, workers
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "2 job(s), 2 not finished" in out and "Traceback" not in out, out
+    for pid in workers:   # gone with the command, not orphaned and training on
+        assert not Path(f"/proc/{pid}").exists(), f"worker {pid} outlived the command"
+    runs = sorted(p.parent for p in tmp_path.rglob(SUMMARY))
+    assert [_summary(r)["status"] for r in runs] == ["interrupted", "interrupted"], out
+    assert all(_step(r / CHECKPOINTS / LAST) == 5 for r in runs)   # epoch 1's 4 steps and the one held
+
+    rerun = run_py(*args, log_dir=tmp_path, env={"PYTHONPATH": str(REPO / "tests")})
+    assert rerun.returncode == 0 and (rerun.stdout + rerun.stderr).count(f"resuming from {tmp_path}") == 2, rerun.stderr
+    assert [(_summary(r)["status"], _summary(r)["steps"]) for r in runs] == [("finished", 12)] * 2
+
+
 # -- torn checkpoints ------------------------------------------------------------------------------------------
 def test_a_torn_last_checkpoint_falls_back_to_the_previous_one(tiny_cfg, tmp_path, caplog):
     run = ["+roadmap=step00_baseline", SMALL, "trainer.max_epochs=3"]
@@ -171,6 +200,20 @@ def test_a_torn_last_checkpoint_falls_back_to_the_previous_one(tiny_cfg, tmp_pat
     with pytest.raises(RuntimeError) as info:
         train(tiny_cfg(*run, f"paths.output_dir={tmp_path / 'both_torn'}"))
     assert "cannot be read" in str(info.value) and "force=true" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_an_unreadable_summary_is_named_and_the_run_resumes(tiny_cfg, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="roadmap")
+    run = ["+roadmap=step00_baseline", SMALL, "trainer.max_epochs=2"]
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(tiny_cfg(*run, "+callbacks.crash._target_=conftest.CrashAfterFirstEpoch"))
+    summary = tmp_path / "run" / SUMMARY
+    summary.write_text(summary.read_text()[:30])   # torn: a kill while another tool rewrote it
+    train(tiny_cfg(*run))
+    warning = next(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert warning.startswith(f"{summary} cannot be read (JSONDecodeError") and "counts as unfinished" in warning
+    assert any(r.getMessage().startswith("resuming from") for r in caplog.records)
+    assert _summary(tmp_path / "run")["status"] == "finished" and _summary(tmp_path / "run")["steps"] == 4
 
 
 # -- what a run keeps -----------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
-"""Scale-out: 2-process DDP on CPU agrees with one process; the SLURM launcher composes."""
+"""Scale-out: 2-process DDP on CPU agrees with one process, also as a 2-task SLURM job; the SLURM launcher composes."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ from hydra import compose, initialize_config_dir
 
 from roadmap.config import CONF_DIR, register_resolvers
 
-from conftest import REPO, TINY
+from conftest import REPO, SLURM, TINY
 
 # lr 0 on a LayerNorm model: weights cannot drift, so validation compares the cross-rank metric reduction
 # (torchmetrics sync, sync_dist losses) with a single process on the same 64 validation images. fp32: under bf16
@@ -21,8 +22,11 @@ RUN = [*TINY, "+roadmap=step07_separate_downsampling", "model.width_mult=0.25", 
 
 
 def _run(log_dir, *extra):
-    proc = subprocess.run([sys.executable, str(REPO / "run.py"), *RUN, f"paths.log_dir={log_dir}", *extra],
-                          capture_output=True, text=True, timeout=600, cwd=REPO)
+    flags = [a for a in extra if a.startswith("-")]   # Hydra's (-m) precede the overrides
+    proc = subprocess.run([sys.executable, str(REPO / "run.py"), *flags, *RUN, f"paths.log_dir={log_dir}",
+                           *(a for a in extra if a not in flags)],
+                          capture_output=True, text=True, timeout=600, cwd=REPO,
+                          env={**os.environ, "ROADMAP_OUTPUT_DIR": str(log_dir)})
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     (summary,) = log_dir.rglob("summary.json")  # written once, by rank 0
     return json.loads(summary.read_text())
@@ -31,6 +35,18 @@ def _run(log_dir, *extra):
 def test_two_process_ddp_matches_single_process(tmp_path):
     single = _run(tmp_path / "single", "trainer.devices=1")
     ddp = _run(tmp_path / "ddp", "trainer.devices=2", "trainer.strategy=ddp")
+    assert ddp["status"] == single["status"] == "finished"
+    for key in ("acc1", "acc5", "val_loss"):
+        assert abs(ddp[key] - single[key]) < 1e-4, (key, ddp[key], single[key])
+
+
+@pytest.mark.slurm
+def test_a_two_task_slurm_job_reduces_metrics_across_ranks(tmp_path):
+    """tasks_per_node=2: srun starts both ranks (Lightning's SLURM environment, gloo); rank 0 alone writes the
+    summary and the launch record, with the metrics of the whole validation set, as one process computes them."""
+    single = _run(tmp_path / "single", "trainer.devices=1")
+    ddp = _run(tmp_path / "slurm", "-m", *SLURM, "hydra.launcher.tasks_per_node=2", "trainer.devices=2",
+               "trainer.strategy=ddp")
     assert ddp["status"] == single["status"] == "finished"
     for key in ("acc1", "acc5", "val_loss"):
         assert abs(ddp[key] - single[key]) < 1e-4, (key, ddp[key], single[key])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import zipfile
 from pathlib import Path
 from typing import Callable
 
@@ -40,9 +41,18 @@ class DecodedImages(Dataset):
         path = cache_dir / "decoded" / f"{root.parent.name}-{root.name}-{key}-{side}px-{interpolation}.npz"
         if not path.is_file():
             self._build(folder, side, interpolation, path, skip_bad)
-        with np.load(path) as cached:
-            self.pixels, self.shapes, self.targets = cached["pixels"], cached["shapes"], cached["targets"].tolist()
+        try:
+            self.pixels, self.shapes, self.targets = self._load(path)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+            log.warning("decoded-image cache %s cannot be read (%s: %s): rebuilding it", path, type(err).__name__, err)
+            self._build(folder, side, interpolation, path, skip_bad)
+            self.pixels, self.shapes, self.targets = self._load(path)
         self.offsets = np.concatenate([[0], np.cumsum(self.shapes.prod(axis=1))])
+
+    @staticmethod
+    def _load(path: Path) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        with np.load(path) as cached:
+            return cached["pixels"], cached["shapes"], cached["targets"].tolist()
 
     @staticmethod
     def _build(folder: ImageFolder, side: int, interpolation: str, path: Path, skip_bad: bool) -> None:
