@@ -25,7 +25,6 @@ import lightning as L
 import pandas as pd
 import timm
 import torch
-import torch.nn.functional as F
 import torchvision
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -33,11 +32,11 @@ from torch import nn
 
 from roadmap import build_model, compose, profile
 from roadmap.config import CONF_DIR
+from roadmap.timing import Runner
 
-# The eight rows of Figure 2; the lettered files (step02a, ...) are the paper's sub-ablations.
+# The main rows (Figure 2's eight and step 08, beyond the paper); lettered files (step02a, ...) are sub-steps.
 MAIN_STEPS = sorted(p.stem for p in (CONF_DIR / "roadmap").glob("step[0-9][0-9]_*.yaml"))
 CONTEXT_MODELS = ("deit_small", "swin_tiny")   # conf/model/ names of the paper's ViT baselines
-MIB = 2 ** 20
 
 
 @dataclass
@@ -114,67 +113,6 @@ def reference_for(step: str, cfg: DictConfig, num_classes: int) -> tuple[str, Ca
     return None
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-class Runner:
-    """A model on the device with its AdamW and the two timed steps: train (forward, backward, update), infer."""
-
-    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, args: argparse.Namespace):
-        self.device = x.device
-        model = model.to(self.device)
-        if args.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        # as the training module: one kernel per op over all parameters (fused on CUDA, foreach elsewhere)
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4,
-                                           **{"fused" if self.device.type == "cuda" else "foreach": True})
-        self.model = torch.compile(model) if args.compile else model
-        self.x, self.y = x, y
-        self.bf16 = args.precision == "bf16"
-
-    def autocast(self) -> torch.autocast:
-        return torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16)
-
-    def train(self) -> None:
-        self.model.train()
-        self.optimizer.zero_grad(set_to_none=True)
-        with self.autocast():
-            loss = F.cross_entropy(self.model(self.x), self.y)
-        loss.backward()
-        self.optimizer.step()
-
-    def infer(self) -> None:
-        self.model.eval()
-        with torch.no_grad(), self.autocast():
-            self.model(self.x)
-
-    def warm(self, mode: str, steps: int) -> float | None:
-        """Run untimed steps; on CUDA return the peak MiB they allocated above what was resident before."""
-        cuda = self.device.type == "cuda"
-        if cuda:
-            sync(self.device)
-            self.optimizer.zero_grad(set_to_none=True)   # inference must not count training's gradients
-            base = torch.cuda.memory_allocated(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-        for _ in range(steps):
-            getattr(self, mode)()
-        if not cuda:
-            return None
-        sync(self.device)
-        return (torch.cuda.max_memory_allocated(self.device) - base) / MIB
-
-    def seconds(self, mode: str, steps: int) -> float:
-        step = getattr(self, mode)
-        sync(self.device)
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        sync(self.device)
-        return time.perf_counter() - start
-
-
 def time_group(group: list[Entry], args: argparse.Namespace, x: torch.Tensor, y: torch.Tensor) -> list[dict]:
     """Build, profile and warm each model of a group, then time them in alternating order, round by round."""
     rows, runners = [], []
@@ -183,7 +121,8 @@ def time_group(group: list[Entry], args: argparse.Namespace, x: torch.Tensor, y:
         model = entry.make(args.image_size)
         counts = profile(model, image_size=args.image_size)   # on CPU, before any device or compile wrapper
         gmacs_224 = counts["gmacs"] if args.image_size == 224 else profile(entry.make(224), 224)["gmacs"]
-        runner = Runner(model, x, y, args)
+        runner = Runner(model, x, y, channels_last=args.channels_last, compile=args.compile,
+                        bf16=args.precision == "bf16")
         peaks = {mode: runner.warm(mode, max(args.warmup, 1)) for mode in ("infer", "train")}
         runners.append(runner)
         rows.append({"group": entry.group, "model": entry.name, "role": entry.role, "params": counts["params"],

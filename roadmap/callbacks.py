@@ -8,7 +8,6 @@ import signal
 import statistics
 import sys
 import time
-from argparse import Namespace
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from roadmap.bench import Runner   # the bench's own timed step: the job efficiency divides by what it measures
+from roadmap.timing import Runner   # the bench's own timed step: the job efficiency divides by what it measures
 from roadmap.runs import launch_stopped, write_history
 
 
@@ -182,9 +181,8 @@ class ModelSpeed(L.Callback):
         y = torch.randint(0, data.num_classes, (data.batch_size,), device=pl_module.device)
         if pl_module.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        settings = Namespace(channels_last=pl_module.channels_last, compile=False,
-                             precision="bf16" if str(trainer.precision).startswith("bf16") else "32")
-        runner = Runner(copy.deepcopy(pl_module.model), x, y, settings)
+        runner = Runner(copy.deepcopy(pl_module.model), x, y, channels_last=pl_module.channels_last,
+                        bf16=str(trainer.precision).startswith("bf16"))
         runner.warm("train", 2)
         seconds = [runner.seconds("train", self.iters) for _ in range(self.rounds)]
         self.img_per_s = data.batch_size * self.iters / statistics.median(seconds)

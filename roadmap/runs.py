@@ -179,6 +179,7 @@ class UnreadableSummaryError(ValueError):
 
 
 SCHEMA = [f.name for f in dataclasses.fields(Summary) if f.name not in ("config", "per_class")]
+ORDER = "roadmap.order"   # W&B summary key: the run's place in the paper's order (steps, then baselines)
 
 
 # -- history -------------------------------------------------------------------------------------------------------

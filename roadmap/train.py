@@ -31,13 +31,12 @@ from roadmap.checkpoints import (POLICIES, AtomicCheckpointIO, keep_after_finish
                                  readable_last)
 from roadmap.config import ROOT
 from roadmap.console import console_to, full_tracebacks, quiet
-from roadmap.dashboard import ORDER
 from roadmap.data import usable_cores
 from roadmap.evaluate import evaluate
 from roadmap.models import profile
 from roadmap.models.weights import load_pretrained
 from roadmap.module import Classifier
-from roadmap.runs import (CHECKPOINTS, LAST, RUN_LOG, SUMMARY, WANDB_ID, RunInUseError, Summary,
+from roadmap.runs import (CHECKPOINTS, LAST, ORDER, RUN_LOG, SUMMARY, WANDB_ID, RunInUseError, Summary,
                           UnreadableSummaryError, archive_previous, config_diff, fingerprint, flat_config,
                           launch_stopped, record_launch, run_lock, same_run, save_config, variant_overrides)
 

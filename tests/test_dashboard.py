@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from roadmap import paper
-from roadmap.dashboard import ORDER, build, main, missing, offline_run, specification
+from roadmap.dashboard import build, main, missing, offline_run, specification
+from roadmap.runs import ORDER
 
 from conftest import run_py
 
@@ -84,3 +85,12 @@ def test_dry_run_needs_no_entity_nor_wandb_workspaces(tmp_path, monkeypatch, cap
     with pytest.raises(SystemExit):   # and an entity: argparse's one-line usage error
         main(["--group", "dash"])
     assert "--entity is needed to save" in capsys.readouterr().err
+
+
+def test_every_model_key_a_step_sets_is_a_column():
+    from omegaconf import OmegaConf
+    from roadmap.config import CONF_DIR
+    from roadmap.dashboard import FLAGS
+    set_by_steps = {f"model.{key}" for p in (CONF_DIR / "roadmap").glob("*.yaml")
+                    for key in OmegaConf.load(p).get("model", {})}
+    assert set_by_steps and set_by_steps <= set(FLAGS), set_by_steps - set(FLAGS)
