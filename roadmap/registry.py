@@ -111,10 +111,10 @@ def fit_pretrained(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str
     """timm's `pretrained_filter_fn`: reference weights renamed to RoadmapNet's keys by the converters the parity
     tests prove exact, missing layer scales at 1; refused in one line unless all that differs is what timm adapts
     next (the first conv for another `in_chans`, the classifier for another class count)."""
-    state = with_layer_scales(model, fit_state(model, state))
     cfg = model.pretrained_cfg
-    adapted = {cfg["first_conv"] + ".weight", *head_keys(model),
-               *(k for k in state if k.startswith(cfg["classifier"] + "."))}
+    head = cfg["classifier"] + "."
+    state = with_layer_scales(model, fit_state(model, state, ignored=(head,)))
+    adapted = {cfg["first_conv"] + ".weight", *head_keys(model), *(k for k in state if k.startswith(head))}
     problems = misfit(model, state, adapted)
     if problems:
         raise WeightsError(f"{cfg['architecture']}: the pretrained weights do not fit this model: {problems}; "

@@ -75,7 +75,8 @@ def test_reset_classifier():
         assert torch.equal(model(X), normalized)   # no pooling either: the map, normalized
         model.reset_classifier(3)   # the pooling is kept: the classes at every position
         fc = model.get_classifier()
-        torch.testing.assert_close(model(X), torch.einsum("nchw,kc->nkhw", normalized, fc.weight) + fc.bias[:, None, None])
+        per_position = torch.einsum("nchw,kc->nkhw", normalized, fc.weight) + fc.bias[:, None, None]
+        torch.testing.assert_close(model(X), per_position)
     with pytest.raises(ValueError, match=r"^global_pool='max' is invalid: allowed 'avg' \| ''$"):
         _model("step00_baseline", global_pool="max")
 
@@ -128,7 +129,8 @@ def test_faster_rcnn_trains_on_a_step(step):
                           box_batch_size_per_image=16).train()
     images = list(torch.rand(2, 3, 64, 64))
     targets = [{"boxes": torch.tensor([[8.0, 8.0, 40.0, 44.0]]), "labels": torch.tensor([1])},
-               {"boxes": torch.tensor([[20.0, 4.0, 60.0, 30.0], [2.0, 30.0, 30.0, 62.0]]), "labels": torch.tensor([2, 1])}]
+               {"boxes": torch.tensor([[20.0, 4.0, 60.0, 30.0], [2.0, 30.0, 30.0, 62.0]]),
+                "labels": torch.tensor([2, 1])}]
     losses = detector(images, targets)
     assert set(losses) == {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
     assert all(torch.isfinite(v) for v in losses.values())

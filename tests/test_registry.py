@@ -27,8 +27,8 @@ def test_every_step_is_registered():
 
 @pytest.mark.parametrize("step", STEPS)
 def test_create_model_is_the_builder(step):
-    """The same seed gives the same tensors in the same order (construction is the builder's), and the logits agree
-    with the weights shared, for the issue's call `create_model(name, num_classes=10, width_mult=0.25, drop_path_rate=0.1)`."""
+    """`create_model(name, num_classes=10, width_mult=0.25, drop_path_rate=0.1)`: the same seed gives the same tensors
+    in the same order (construction is the builder's), and the logits agree with the weights shared."""
     torch.manual_seed(0)
     ours = timm.create_model(f"roadmap_{step}", num_classes=10, width_mult=0.25, drop_path_rate=0.1)
     torch.manual_seed(0)
@@ -104,14 +104,16 @@ def test_pretrained_true_loads_the_published_weights(torchvision_cache):
 
 
 def test_pretrained_true_adapts_as_timm_does(torchvision_cache):
-    """Another class count and input channels: a fresh classifier, the stem summed over the colours; and a
-    `features_only` backbone with the published weights."""
+    """Another class count and input channels: a fresh classifier, the stem summed over the colours; no classifier:
+    the pooled features; and a `features_only` backbone with the published weights."""
     adapted = timm.create_model("roadmap_step00_baseline", pretrained=True, num_classes=7, in_chans=1).eval()
+    headless = timm.create_model("roadmap_step00_baseline", pretrained=True, num_classes=0).eval()
     features = timm.create_model("roadmap_step00_baseline", pretrained=True, features_only=True, out_indices=(3,))
+    body = torch.nn.Sequential(*list(torchvision_cache.children())[:-2])
     with torch.no_grad():
         assert adapted(X[:, :1]).shape == (2, 7)
         torch.testing.assert_close(adapted.stem.conv.weight, torchvision_cache.conv1.weight.sum(1, keepdim=True))
-        body = torch.nn.Sequential(*list(torchvision_cache.children())[:-2])
+        torch.testing.assert_close(headless(X), body(X).mean((2, 3)), rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(features.eval()(X)[0], body(X), rtol=1e-4, atol=1e-4)
 
 

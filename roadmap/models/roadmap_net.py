@@ -1,6 +1,6 @@
 """RoadmapNet: one configurable network from ResNet-50 to ConvNeXt-T (Liu et al., CVPR 2022, Fig. 2)."""
-from __future__ import annotations
-
+# NOTE no `from __future__ import annotations`: FX writes `forward`'s annotations into the code it generates, where
+# TorchScript (timm's FX + script tests) cannot resolve them as strings
 import math
 import re
 from collections.abc import Callable, Iterable, Sequence

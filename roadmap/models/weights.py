@@ -12,7 +12,7 @@ import functools
 import hashlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -73,14 +73,16 @@ def read_state(path: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
-def fit_state(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """`state` renamed to `model`'s keys: as it is, or through the first converter whose keys are the model's."""
+def fit_state(model: nn.Module, state: dict[str, torch.Tensor], ignored: tuple[str, ...] = ()
+              ) -> dict[str, torch.Tensor]:
+    """`state` renamed to `model`'s keys: as it is, or through the first converter whose keys are the model's, but
+    for those starting with an `ignored` prefix (a classifier the caller replaces or drops)."""
     if not isinstance(model, RoadmapNet):
         filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
         return filter_fn(state, model) if filter_fn is not None else state
 
-    def core(keys: Any) -> set[str]:   # layer scales aside: `load_weights` sets those a file lacks to 1
-        return {k for k in keys if not k.endswith(".gamma")}
+    def core(keys: Any) -> set[str]:   # layer scales aside: `with_layer_scales` sets those a file lacks to 1
+        return {k for k in keys if not k.endswith(".gamma") and not k.startswith(ignored)}
     for rules in (None, TORCHVISION_RULES, TIMM_CONVNEXT_RULES):
         renamed = state if rules is None else rename(state, rules)
         if core(renamed) == core(model.state_dict()):
@@ -101,11 +103,12 @@ def _differ(target: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> 
     return sorted(k for k in set(state) & set(target) if state[k].shape != target[k].shape)
 
 
-def misfit(model: nn.Module, state: dict[str, torch.Tensor], tolerated: set[str] = frozenset()) -> str:
-    """Why `state` does not load into `model`, '' if it does: keys missing or unknown, shapes that differ (but for
-    the `tolerated` keys, which the caller adapts)."""
+def misfit(model: nn.Module, state: dict[str, torch.Tensor], tolerated: Collection[str] = ()) -> str:
+    """Why `state` does not load into `model`, '' if it does: keys missing or unknown, shapes that differ; the
+    `tolerated` keys, which the caller adapts or drops, aside."""
     target = model.state_dict()
-    missing, unexpected = sorted(set(target) - set(state)), sorted(set(state) - set(target))
+    missing = sorted(set(target) - set(state) - set(tolerated))
+    unexpected = sorted(set(state) - set(target) - set(tolerated))
     differ = [k for k in _differ(target, state) if k not in tolerated]
     problems = [f"{len(missing)} model keys missing (e.g. {missing[0]})" if missing else "",
                 f"{len(unexpected)} unknown keys (e.g. {unexpected[0]})" if unexpected else "",
