@@ -3,6 +3,8 @@
     cfg = compose(["+roadmap=step05_kernel7"])
     model = build_model(cfg)
     profile(model, image_size=224)  # {'params': ..., 'gmacs': 4.15}
+
+Importing it registers every step with timm (`roadmap.registry`): timm.create_model("roadmap_step05_kernel7").
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 register_resolvers()
+from roadmap import registry  # noqa: E402,F401  (registers the steps with timm; it needs the resolvers)
 
 
 def build_model(cfg: DictConfig) -> nn.Module:

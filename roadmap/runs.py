@@ -32,6 +32,7 @@ BEST, BEST_WEIGHTS = "best.ckpt", "best.pt"   # the best epoch's full checkpoint
 SUPERSEDED = "superseded"           # where force=true moves an earlier run's record
 EVAL = "eval"                       # an eval_only=true job's directory, inside the run directory of its config
 CONFUSION = "confusion.png"         # what an eval_only=true job draws: its row-normalised confusion matrix
+EXPORT = "export"                   # what `python -m roadmap.export` writes by default: timm's Hugging Face layout
 LOCK = ".lock"                      # held (flock) by the one process writing the run
 WANDB_ID = "wandb_id"               # the same W&B run across resumes
 RUN_LOG = "run.log"                 # the whole console of the run (also Hydra's job log file)
@@ -213,7 +214,8 @@ RUNTIME_KEYS = ("force", "ckpt_path", "checkpoint", "eval_only", "paths", "logge
                 "data.cache_dir", "data.num_workers", "data.batch_processes", "data.worker_nice", "data.pin_memory",
                 "data.persistent_workers", "data.download", "trainer.accelerator", "trainer.devices",
                 "trainer.num_nodes", "trainer.strategy", "trainer.cpu_threads", "trainer.channels_last",
-                "trainer.compile", "trainer.benchmark", "trainer.log_every_n_steps", "trainer.efficiency")
+                "trainer.compile", "trainer.benchmark", "trainer.log_every_n_steps", "trainer.efficiency",
+                "trainer.grad_checkpointing")
 
 
 def flat_config(cfg: DictConfig) -> dict[str, Any]:

@@ -186,6 +186,7 @@ class TrainerSchema:
     cpu_threads: Any = MISSING              # torch threads on CPU; auto: the cores per process
     compile: bool = MISSING                 # torch.compile the model
     efficiency: bool = False                # after training, time the model alone: summary.job_efficiency
+    grad_checkpointing: bool = False        # recompute activations in backward: less memory, same gradients (README)
 
 
 @dataclass

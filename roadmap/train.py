@@ -43,7 +43,7 @@ from roadmap.runs import (CHECKPOINTS, LAST, ORDER, RUN_LOG, SUMMARY, WANDB_ID, 
 log = logging.getLogger("roadmap")
 
 
-MODEL_SIDE_KEYS = ("channels_last", "compile", "cpu_threads", "efficiency")  # trainer/ keys train.py applies itself
+MODEL_SIDE_KEYS = ("channels_last", "compile", "cpu_threads", "efficiency", "grad_checkpointing")  # train.py's own
 
 
 class RunError(ValueError):
@@ -269,6 +269,8 @@ def _train(cfg: DictConfig, run_dir: Path, record: dict[str, Any]) -> Summary:
         summary.params, summary.gmacs = counts["params"], counts["gmacs"]
         summary.gmacs_224 = (summary.gmacs if cfg.data.image_size == 224
                              else profile(build_model(_at_224(cfg)))["gmacs"])
+        if cfg.trainer.grad_checkpointing:
+            model.set_grad_checkpointing()
         channels_last = resolve_channels_last(cfg)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)

@@ -16,6 +16,7 @@ from timm.scheduler import CosineLRScheduler, StepLRScheduler
 from hydra.utils import instantiate
 
 from roadmap import build_model
+from roadmap.models import roadmap_net
 from roadmap.module import Classifier
 from roadmap.runs import read_history
 from roadmap import train as train_module
@@ -150,6 +151,23 @@ def test_a_run_measures_its_own_efficiency(tiny_cfg):
     assert s["model_img_per_s"] > 0 and s["train_img_per_s"] > 0
     assert s["job_efficiency"] == pytest.approx(s["train_img_per_s"] / s["model_img_per_s"])
     assert "trainer.efficiency" not in s["config"]   # how a run is timed is not what it trains
+
+
+def test_grad_checkpointing_trains_the_same_run(tiny_cfg, tmp_path, monkeypatch):
+    """trainer.grad_checkpointing=true checkpoints the blocks while training; the run trains to the same numbers
+    (BatchNorm statistics included) under the same fingerprint: how a run fits in memory is not what it trains."""
+    calls = []
+    checkpoint = roadmap_net.checkpoint
+    monkeypatch.setattr(roadmap_net, "checkpoint", lambda *a, **k: calls.append(1) or checkpoint(*a, **k))
+    runs = []
+    for on in ("false", "true"):
+        cfg = tiny_cfg("+roadmap=step00_baseline", SMALL, "trainer.precision=32-true", "checkpoint=none",
+                       f"trainer.grad_checkpointing={on}", f"paths.output_dir={tmp_path / on}")
+        train(cfg)
+        runs.append(_summary(cfg))
+        assert bool(calls) == (on == "true")
+    assert runs[0]["fingerprint"] == runs[1]["fingerprint"]
+    assert (runs[0]["acc1"], runs[0]["val_loss"]) == (runs[1]["acc1"], runs[1]["val_loss"])
 
 
 def test_schedule_is_compressed_to_the_run(tiny_cfg):

@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from timm.layers import DropPath, LayerNorm2d
+from timm.layers import DropPath, LayerNorm2d, register_notrace_module
 from timm.layers.grn import GlobalResponseNorm
 from torchvision.ops import Permute
 
@@ -28,11 +28,18 @@ NORM_LAYERS: dict[str, Callable[[int], nn.Module]] = {
 }
 
 
+@register_notrace_module   # FX (timm's feature extraction) keeps it whole, as it keeps BatchNorm2d
 class BatchNormNHWC(nn.BatchNorm2d):
     """BatchNorm2d for an NHWC tensor: seen as NCHW it is channels-last, which BatchNorm2d handles natively."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        # BatchNorm2d.forward with its statistics tracked at a fixed momentum, written out: TorchScript has no super()
+        momentum = self.momentum
+        assert momentum is not None, "BatchNormNHWC keeps an exponential average of the statistics (a momentum)"
+        if self.training and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+        return F.batch_norm(x.permute(0, 3, 1, 2), self.running_mean, self.running_var, self.weight, self.bias,
+                            self.training, momentum, self.eps).permute(0, 2, 3, 1)
 
 
 # The same norms over the last dim, for the channels-last parts of an inverted block.

@@ -1,13 +1,18 @@
 """RoadmapNet: one configurable network from ResNet-50 to ConvNeXt-T (Liu et al., CVPR 2022, Fig. 2)."""
-from __future__ import annotations
-
+# NOTE no `from __future__ import annotations`: FX writes `forward`'s annotations into the code it generates, where
+# TorchScript (timm's FX + script tests) cannot resolve them as strings
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from functools import partial
+from typing import Iterator
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from timm.layers import make_divisible, trunc_normal_
+from timm.models._features import feature_take_indices
 
 from roadmap.models.blocks import ACT_LAYERS, NORM_LAYERS, Block, downsample_layer
 from roadmap.models.blocks import stem as make_stem
@@ -25,8 +30,39 @@ CHOICES = {
 }
 
 
+GLOBAL_POOLS = ("avg", "")   # timm's names: the mean over the map, or none (the head then keeps the map)
+
+
 def _invalid(field: str, value: object, allowed: str) -> ValueError:
     return ValueError(f"model.{field}={value!r} is invalid: allowed {allowed}")
+
+
+@contextmanager
+def _norm_stats_kept(block: nn.Module) -> Iterator[None]:
+    """Recomputing a checkpointed block in backward runs its BatchNorms in training mode a second time, which would
+    move their running statistics twice a step; they are put back as the first forward left them."""
+    stats = [b for m in block.modules() if isinstance(m, nn.BatchNorm2d) for b in m.buffers()]
+    kept = [b.clone() for b in stats]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, k in zip(stats, kept):
+                b.copy_(k)
+
+
+def _contexts(block: nn.Module) -> tuple[AbstractContextManager, AbstractContextManager]:
+    """torch's `context_fn`: nothing around the forward, the norm statistics kept around the recomputation."""
+    return nullcontext(), _norm_stats_kept(block)
+
+
+def checkpointed(stages: Iterable[nn.Sequential], x: torch.Tensor) -> torch.Tensor:
+    """The blocks of `stages` in sequence, each under activation checkpointing: only its input is kept for backward,
+    which runs it again (the same paths dropped: the RNG state is replayed) to get the activations it needs."""
+    for stage in stages:
+        for block in stage:
+            x = checkpoint(block, x, use_reentrant=False, context_fn=partial(_contexts, block))
+    return x
 
 
 class RoadmapNet(nn.Module):
@@ -50,6 +86,11 @@ class RoadmapNet(nn.Module):
     `widths` are the bottleneck (inner) widths for 'bottleneck' blocks, whose output is 4x; for 'inverted'
     blocks they are the residual widths and the hidden width is 4x. `width_mult` scales all widths (cheap
     proxies); `weight_init` picks torchvision's ResNet init or ConvNeXt's truncated normal (std 0.02).
+
+    timm's model API, as its ConvNeXt has it: `feature_info` (one entry per stage, reductions 4/8/16/32),
+    `forward_intermediates` / `prune_intermediate_layers` (so `features_only=True` backbones work),
+    `reset_classifier` / `get_classifier`, and `set_grad_checkpointing`. None of it adds a parameter or draws from
+    the RNG at construction: a network is built exactly as before. `num_classes=0` leaves out the classifier.
     """
 
     def __init__(self, depths: Sequence[int] = (3, 4, 6, 3), widths: Sequence[int] = (64, 128, 256, 512),
@@ -64,12 +105,15 @@ class RoadmapNet(nn.Module):
         self._validate(locals())
         widths = [make_divisible(w * width_mult, 8) for w in widths]
         stem_width = make_divisible(stem_width * width_mult, 8)
-        self.num_classes = num_classes
+        self.num_classes, self.in_chans = num_classes, in_chans
         self.separate_downsample = downsample == "separate"
+        self.global_pool = "avg"
+        self.grad_checkpointing = False
 
         self.stem = make_stem(stem, in_chans, stem_width, norm, act)
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()  # linear stochastic-depth ramp
-        stages, chs, idx = [], stem_width, 0
+        # linear stochastic-depth ramp; computed on the CPU whatever device the model is built on (timm's meta tests)
+        dpr = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
+        stages, chs, idx, self.feature_info = [], stem_width, 0, []
         for i, (depth, width) in enumerate(zip(depths, widths)):
             layers: list[nn.Module] = []
             out_chs = width * (4 if block == "bottleneck" else 1)
@@ -84,11 +128,13 @@ class RoadmapNet(nn.Module):
                                     layer_scale_init=layer_scale_init, drop_path=dpr[idx]))
                 chs, idx = out_chs, idx + 1
             stages.append(nn.Sequential(*layers))
+            # both stems reduce by 4 and every later stage halves the map, in a block or in its downsampling layer
+            self.feature_info.append({"num_chs": chs, "reduction": 4 * 2 ** i, "module": f"stages.{i}"})
         self.stages = nn.Sequential(*stages)
-        self.num_features = chs
+        self.num_features = self.head_hidden_size = chs
         # ConvNeXt normalizes the pooled features; ResNet feeds them straight to the classifier.
         self.head_norm = NORM_LAYERS[norm](chs) if downsample == "separate" else nn.Identity()
-        self.fc = nn.Linear(chs, num_classes)
+        self.fc = nn.Linear(chs, num_classes) if num_classes > 0 else nn.Identity()
         self.apply(self._init_resnet if weight_init == "resnet" else self._init_convnext)
 
     @staticmethod
@@ -154,12 +200,77 @@ class RoadmapNet(nn.Module):
             return (stage + 1, block // 3 if stage == 2 and not coarse else 0)
         return group
 
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Checkpoint every block (and downsampling layer) of the stages: activations are recomputed in backward
+        instead of kept, for less memory at the cost of a second forward (`trainer.grad_checkpointing`)."""
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def set_global_pool(self, global_pool: str) -> None:
+        """'avg' (the network's own) or '' (none: the head keeps the map, classified at every position)."""
+        if global_pool not in GLOBAL_POOLS:
+            raise ValueError(f"global_pool={global_pool!r} is invalid: allowed {' | '.join(map(repr, GLOBAL_POOLS))}")
+        self.global_pool = global_pool
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None, reset_other: bool = False) -> None:
+        """A new classifier for `num_classes` (0: none, the head returns its features), on the device and in the
+        dtype of the rest; `global_pool` as in `set_global_pool` (None keeps it); `reset_other` drops the head norm."""
+        self.num_classes = num_classes
+        if global_pool is not None:
+            self.set_global_pool(global_pool)
+        if reset_other:
+            self.head_norm = nn.Identity()
+        like = self.stem.conv.weight
+        self.fc = (nn.Linear(self.num_features, num_classes, device=like.device, dtype=like.dtype).train(self.training)
+                   if num_classes > 0 else nn.Identity())
+
+    def forward_intermediates(self, x: torch.Tensor, indices: int | list[int] | None = None, norm: bool = False,
+                              stop_early: bool = False, output_fmt: str = "NCHW", intermediates_only: bool = False
+                              ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """timm's: the stages' output maps at `indices` (all, the last n, or those listed), with the final map
+        unless `intermediates_only`; `stop_early` runs no stage past the last one taken. `norm` has nothing to do:
+        no norm sits between the last stage and the head (ConvNeXt's head norm follows the pooling)."""
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt={output_fmt!r} is invalid: allowed 'NCHW'")
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        intermediates = []
+        x = self.stem(x)
+        stages = self.stages[:max_index + 1] if stop_early else self.stages
+        for i, stage in enumerate(stages):
+            x = checkpointed([stage], x) if self.grad_checkpointing else stage(x)
+            if i in take_indices:
+                intermediates.append(x)
+        return intermediates if intermediates_only else (x, intermediates)
+
+    def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        """timm's: drop the stages after the last of `indices` (and then the head, which fits only the last stage);
+        `prune_head` drops it anyway. Returns the absolute indices kept. `prune_norm`: see `forward_intermediates`."""
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        prune_end = max_index < len(self.stages) - 1
+        self.stages = self.stages[:max_index + 1]
+        if prune_end:
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
+        if prune_head or prune_end:
+            self.reset_classifier(0, "", reset_other=True)
+        return take_indices
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stages(self.stem(x))
+        x = self.stem(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpointed(self.stages, x)
+        return self.stages(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.head_norm(x.mean((2, 3), keepdim=True)).flatten(1)
-        return x if pre_logits else self.fc(x)
+        if self.global_pool == "avg":
+            x = self.head_norm(x.mean((2, 3), keepdim=True)).flatten(1)
+            return x if pre_logits else self.fc(x)
+        x = self.head_norm(x)   # no pooling: the classifier acts at every position (a 1x1 conv, as in timm's heads)
+        return x if pre_logits else self.fc(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

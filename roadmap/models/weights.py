@@ -8,10 +8,11 @@ classifier head is re-initialised when the class count differs, as when fine-tun
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -84,14 +85,16 @@ def read_state(path: Path, ema: bool = False) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
-def fit_state(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """`state` renamed to `model`'s keys: as it is, or through the first converter whose keys are the model's."""
+def fit_state(model: nn.Module, state: dict[str, torch.Tensor], ignored: tuple[str, ...] = ()
+              ) -> dict[str, torch.Tensor]:
+    """`state` renamed to `model`'s keys: as it is, or through the first converter whose keys are the model's, but
+    for those starting with an `ignored` prefix (a classifier the caller replaces or drops)."""
     if not isinstance(model, RoadmapNet):
         filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
         return filter_fn(state, model) if filter_fn is not None else state
 
-    def core(keys: Any) -> set[str]:   # layer scales aside: `load_weights` sets those a file lacks to 1
-        return {k for k in keys if not k.endswith(".gamma")}
+    def core(keys: Any) -> set[str]:   # layer scales aside: `with_layer_scales` sets those a file lacks to 1
+        return {k for k in keys if not k.endswith(".gamma") and not k.startswith(ignored)}
     for rules in (None, TORCHVISION_RULES, TIMM_CONVNEXT_RULES):
         renamed = state if rules is None else rename(state, rules)
         if core(renamed) == core(model.state_dict()):
@@ -99,35 +102,54 @@ def fit_state(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, tor
     return state
 
 
+FIT_HINT = "the weights must be of the same architecture and width (width_mult=1 for published weights)"
+
+
+def with_layer_scales(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state` with the layer scales it lacks (torchvision's ResNet-50 into step 01) at 1, which keeps its function."""
+    target = model.state_dict()
+    return {**state, **{k: torch.ones_like(target[k]) for k in set(target) - set(state) if k.endswith(".gamma")}}
+
+
+def _differ(target: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> list[str]:
+    return sorted(k for k in set(state) & set(target) if state[k].shape != target[k].shape)
+
+
+def misfit(model: nn.Module, state: dict[str, torch.Tensor], tolerated: Collection[str] = ()) -> str:
+    """Why `state` does not load into `model`, '' if it does: keys missing or unknown, shapes that differ; the
+    `tolerated` keys, which the caller adapts or drops, aside."""
+    target = model.state_dict()
+    missing = sorted(set(target) - set(state) - set(tolerated))
+    unexpected = sorted(set(state) - set(target) - set(tolerated))
+    differ = [k for k in _differ(target, state) if k not in tolerated]
+    problems = [f"{len(missing)} model keys missing (e.g. {missing[0]})" if missing else "",
+                f"{len(unexpected)} unknown keys (e.g. {unexpected[0]})" if unexpected else "",
+                f"{len(differ)} shapes differ (e.g. {differ[0]}: {tuple(state[differ[0]].shape)} in the "
+                f"file, {tuple(target[differ[0]].shape)} here)" if differ else ""]
+    return "; ".join(p for p in problems if p)
+
+
 def load_weights(model: nn.Module, path: str | Path, reset_head: bool = True,
                  head_init_scale: float = 1.0, field: str = "model.pretrained", ema: bool = False) -> dict[str, Any]:
     """Load the weights in `path` (with `ema`, its EMA weights) into `model`, every key and shape exactly, except a
     classifier of another class count: with `reset_head` it keeps the model's fresh init, scaled by
-    `head_init_scale` (the ConvNeXt fine-tuning recipe's 0.001); and layer scales the file lacks (torchvision's
-    ResNet-50 into step 01) are 1. Returns what the run records: the file's name, path and sha256, and whether the
-    head was reset. `field` names the config key in errors."""
+    `head_init_scale` (the ConvNeXt fine-tuning recipe's 0.001); and layer scales the file lacks are 1
+    (`with_layer_scales`). Returns what the run records: the file's name, path and sha256, and whether the head
+    was reset. `field` names the config key in errors."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise WeightsError(f"{field}={path}: no such file")
-    state = fit_state(model, read_state(path, ema))
+    state = with_layer_scales(model, fit_state(model, read_state(path, ema)))
     target = model.state_dict()
     head = head_keys(model)
-    differ = sorted(k for k in set(state) & set(target) if state[k].shape != target[k].shape)
+    differ = _differ(target, state)
     reset = bool(differ) and set(differ) <= head
     if reset and not reset_head:
         raise WeightsError(f"{field}={path} has a classifier for {state[differ[0]].shape[0]} classes, the model "
                            f"{target[differ[0]].shape[0]}: set data.num_classes to match")
-    scales = {k for k in set(target) - set(state) if k.endswith(".gamma")}
-    state.update({k: torch.ones_like(target[k]) for k in scales})   # no layer scale in the file: scale 1 keeps
-    missing, unexpected = sorted(set(target) - set(state)), sorted(set(state) - set(target))   # its function
-    if missing or unexpected or (differ and not reset):
-        problems = [f"{len(missing)} model keys missing (e.g. {missing[0]})" if missing else "",
-                    f"{len(unexpected)} unknown keys (e.g. {unexpected[0]})" if unexpected else "",
-                    f"{len(differ)} shapes differ (e.g. {differ[0]}: {tuple(state[differ[0]].shape)} in the "
-                    f"file, {tuple(target[differ[0]].shape)} here)" if differ and not reset else ""]
-        raise WeightsError(f"{field}={path} does not fit this model: {'; '.join(p for p in problems if p)}; "
-                           "the weights must be of the same architecture and width (width_mult=1 for published "
-                           "weights)")
+    problems = misfit(model, state, head if reset else set())
+    if problems:
+        raise WeightsError(f"{field}={path} does not fit this model: {problems}; {FIT_HINT}")
     if reset:
         state = {k: v for k, v in state.items() if k not in head}
         with torch.no_grad():
@@ -135,6 +157,14 @@ def load_weights(model: nn.Module, path: str | Path, reset_head: bool = True,
                 target[key].mul_(head_init_scale)
     model.load_state_dict(state, strict=not reset)
     return {"name": path.name, "path": str(path.resolve()), "sha256": sha256(path), "head_reset": reset}
+
+
+@functools.cache
+def _published_state(name: str) -> dict[str, torch.Tensor]:
+    """HUB's reference architecture `name` as RoadmapNet's keys, on the meta device: its shapes, built once."""
+    reference, rules = HUB[name]
+    with torch.device("meta"):
+        return rename(reference().state_dict(), rules)
 
 
 def _architecture(model: nn.Module) -> str:
@@ -147,10 +177,8 @@ def _architecture(model: nn.Module) -> str:
     def shapes(state: dict[str, torch.Tensor]) -> dict[str, torch.Size]:   # the head and layer scale aside
         return {k: v.shape for k, v in state.items() if not (k.startswith("fc.") or k.endswith(".gamma"))}
 
-    for name, (reference, rules) in HUB.items():
-        with torch.device("meta"):
-            state = as_conv_kernels(model, rename(reference().state_dict(), rules))
-        if shapes(state) == shapes(model.state_dict()):
+    for name in HUB:
+        if shapes(as_conv_kernels(model, _published_state(name))) == shapes(model.state_dict()):
             return name
     raise WeightsError("model.pretrained=true: no published weights have this architecture (torchvision's "
                        "ResNet-50 is steps 00-01, timm's ConvNeXt steps 07-08 at width_mult=1); train one and "
