@@ -4,7 +4,8 @@
     model = build_model(cfg)
     profile(model, image_size=224)  # {'params': ..., 'gmacs': 4.15}
 
-Importing it registers every step with timm (`roadmap.registry`): timm.create_model("roadmap_step05_kernel7").
+Importing it registers every step with timm (`roadmap.registry`): timm.create_model("roadmap_step05_kernel7") -- when
+timm is imported, so that importing roadmap alone loads no torch (`roadmap.timm_hook`).
 """
 from __future__ import annotations
 
@@ -25,12 +26,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
 from roadmap.config import compose, register_resolvers
+from roadmap.timm_hook import register_with_timm
 
 if TYPE_CHECKING:
     from torch import nn
 
 register_resolvers()
-from roadmap import registry  # noqa: E402,F401  (registers the steps with timm; it needs the resolvers)
+register_with_timm()
 
 
 def build_model(cfg: DictConfig) -> nn.Module:

@@ -3,6 +3,9 @@ each has a pretrained config, and `pretrained=True` loads the published weights 
 one line."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import huggingface_hub
 import pytest
 import timm
@@ -149,3 +152,11 @@ def test_composing_a_step_keeps_the_callers_hydra_config():
     registry._composed_args.cache_clear()
     timm.create_model("roadmap_step05_kernel7", width_mult=0.25)
     assert HydraConfig.instance().cfg is before and cfg.name == "step02_macro_design"
+
+
+def test_import_roadmap_loads_no_torch_and_registers_when_timm_loads():
+    """`import roadmap` stays light (run.py --help); the steps are timm models as soon as timm is imported."""
+    code = ("import sys, roadmap; light = 'torch' not in sys.modules; import timm; "
+            "print(light, len(timm.list_models('roadmap_*')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split() == ["True", str(len(STEPS))]
