@@ -50,7 +50,7 @@ def curves_figure(table: pd.DataFrame, history: pd.DataFrame, labels: dict[str, 
     cols = min(4, len(rows))
     nrows = math.ceil(len(rows) / cols)
     fig = Figure(figsize=(3.2 * cols, 2.5 * nrows + 0.6), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(nrows, cols, sharex=True, sharey=True, squeeze=False)).ravel()
+    axes = fig.subplots(nrows, cols, sharex=True, sharey=True, squeeze=False).ravel()
     for ax, row in zip(axes, rows):
         h = history[history["row"] == row]
         for _, seed in h.groupby("seed"):

@@ -111,9 +111,9 @@ def _setting_parts(summary: Summary, run_dir: Path) -> dict[str, str]:
         ("trainer.max_epochs", summary.epochs, "{}ep"), ("model.width_mult", config.get("model.width_mult"), "w{}"),
         ("data.batch_size", config.get("data.batch_size"), "b{}"), ("trainer.precision", summary.precision, "{}"))
         if value is not None}
-    overrides = run_dir / OVERRIDES
-    budget = next((o.partition("=")[2] for o in OmegaConf.load(overrides) if o.startswith("+budget=")),
-                  None) if overrides.is_file() else None
+    overrides = run_dir / OVERRIDES   # summaries from before summary.budget: the command's +budget=
+    budget = summary.budget or (next((o.partition("=")[2] for o in OmegaConf.load(overrides)
+                                      if o.startswith("+budget=")), None) if overrides.is_file() else None)
     return {"+budget": budget, **parts} if budget else parts
 
 
@@ -258,7 +258,9 @@ def row_labels(table: pd.DataFrame) -> list[str]:
               else r.paper_row if r.kind == "baseline" and isinstance(r.paper_row, str)   # no reference: NaN
               else spelled(r) for r in table.itertuples()]
     repeated = {label for label in labels if labels.count(label) > 1}
-    return [label if label not in repeated or not r.variant else f"{label}\n({', '.join(_design_overrides(r.variant))})"
+    # its design overrides tell it apart, else (a budget override such as trainer.precision) all of them
+    return [label if label not in repeated or not r.variant
+            else f"{label}\n({', '.join(_design_overrides(r.variant) or split_overrides(r.variant))})"
             for label, r in zip(labels, table.itertuples())]
 
 
@@ -300,7 +302,12 @@ def trajectory_figure(table: pd.DataFrame, runs: pd.DataFrame, title: str | None
     if first_baseline.size and first_baseline[0] > 0:
         for ax in (left, right):
             ax.axhline(first_baseline[0] - 0.5, color="gray", lw=0.8)
-    _pad(left, 3.0)   # the paper's rows can lie within 0.1 points (kernel 7/9): a span that small reads as large
+    if table["paper_top1"].notna().any():
+        _pad(left, 3.0)   # the paper's rows can lie within 0.1 points (kernel 7/9): a span that small reads as large
+    else:   # variants the paper never trained: say so instead of drawing an empty axis
+        left.set_xticks([])
+        left.text(0.5, 0.5, "no published row for these runs", transform=left.transAxes, ha="center",
+                  color="gray")
     left.set_yticks(y, labels)
     left.set_ylim(len(table) - 0.5, -0.5)  # step 00 on top
     left.set_xlabel(f"{paper.reference_label(_joined(table['data']))} (%)\nGMACs at 224 px")
@@ -334,7 +341,7 @@ def _panel(ax: Axes, y: np.ndarray, top1: pd.Series, err: pd.Series | None, gmac
         if pd.notna(g):
             ax.annotate(f"{g:.3g} GMACs", (x, yi), xytext=(0, 5), textcoords="offset points", ha="center",
                         va="bottom", fontsize=7, color="dimgray")
-    ax.margins(x=0.08)  # room for the GMACs labels at the edges
+    ax.margins(x=0.12)  # room for the GMACs labels at the edges
     ax.grid(axis="x", alpha=0.3)
 
 
