@@ -29,8 +29,8 @@ from roadmap import paper
 from roadmap.budgets import budget_figure, budget_markdown, budget_table
 from roadmap.curves import CURVE_COLUMNS, add_rise, curves_figure, load_histories
 from roadmap.stats import ci95
-from roadmap.runs import (BUDGET_OVERRIDE, OVERRIDES, RECORD, SCHEMA, Summary, UnreadableSummaryError, parse_run_dir,
-                          run_dirs, split_overrides)
+from roadmap.runs import (OVERRIDES, RECORD, SCHEMA, Summary, UnreadableSummaryError, design_overrides,
+                          parse_run_dir, run_dirs, split_overrides)
 
 log = logging.getLogger(__name__)
 STATUS_ORDER = ("finished", "failed", "interrupted", "unfinished")
@@ -222,14 +222,9 @@ def _short_path(override: str) -> str:
     return f"{key}=…/{'/'.join(parts[-3:])}" if len(parts) > 4 else override
 
 
-def _design_overrides(variant: str) -> list[str]:
-    """The overrides of a run that change the design (commas inside [...] lists do not split)."""
-    return [o for o in split_overrides(variant) if not BUDGET_OVERRIDE.match(o)]
-
-
 def _paper_step(step: str | None, variant: str) -> str | None:
     """The Table 10 row a run replays: its step, or step05_kernel<K> for the kernel sweep's override."""
-    design = ",".join(_design_overrides(variant))
+    design = ",".join(design_overrides(variant))
     if not design:
         return step
     match = KERNEL_OVERRIDE.fullmatch(design)
@@ -252,7 +247,7 @@ def row_labels(table: pd.DataFrame) -> list[str]:
     names = paper.table10().set_index("step")["name"]
 
     def spelled(r: Any) -> str:
-        return textwrap.fill(" ".join([r.row.split(",")[0], *map(_short_path, _design_overrides(r.variant))]), 40,
+        return textwrap.fill(" ".join([r.row.split(",")[0], *map(_short_path, design_overrides(r.variant))]), 40,
                              break_long_words=False)
     labels = [names[r.paper_row] if r.kind == "roadmap"
               else r.paper_row if r.kind == "baseline" and isinstance(r.paper_row, str)   # no reference: NaN
@@ -260,7 +255,7 @@ def row_labels(table: pd.DataFrame) -> list[str]:
     repeated = {label for label in labels if labels.count(label) > 1}
     # its design overrides tell it apart, else (a budget override such as trainer.precision) all of them
     return [label if label not in repeated or not r.variant
-            else f"{label}\n({', '.join(_design_overrides(r.variant) or split_overrides(r.variant))})"
+            else f"{label}\n({', '.join(design_overrides(r.variant) or split_overrides(r.variant))})"
             for label, r in zip(labels, table.itertuples())]
 
 

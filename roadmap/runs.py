@@ -43,9 +43,14 @@ LAUNCH_ENV = "ROADMAP_LAUNCH"        # the folder where the jobs of one command 
 BUDGET_DIR = "budget="               # a budget's folder in a study: budget=<name> (`run_subdir`)
 
 # -- layout ------------------------------------------------------------------------------------------------------
-# Overrides that set the budget (data, schedule length, hardware, a proxy's width), not the design a paper row
-# describes: a variant made only of these is still the paper's row.
-BUDGET_OVERRIDE = re.compile(r"(data|trainer|paths|logger|callbacks|hydra)\.|(group|seed|model\.width_mult)=")
+# The keys a run directory's path already names (`run_subdir`): its study (experiment, group), budget, data, step,
+# seed and evaluation folder, so they are not repeated in its name's overrides
+PATH_KEYS = ("experiment", "group", "budget", "data", "roadmap", "seed", "eval_only")
+
+
+def override_key(override: str) -> str:
+    """`+model.kernel_size=9` -> `model.kernel_size` (Hydra's +/~/++ prefix off)."""
+    return override.partition("=")[0].lstrip("+~")
 
 
 def run_variant(override_dirname: str, max_len: int = 120) -> str:
@@ -65,9 +70,17 @@ def split_overrides(override_dirname: str) -> list[str]:
 
 
 def variant_overrides(name: str, override_dirname: str) -> str:
-    """The overrides that tell a run apart from others of its name: all of them but `model=<name>`, which a run
+    """The overrides that tell a run apart from others of its name: those that change what is trained
+    (`schema.kind`) and that its path does not name already (`PATH_KEYS`), but `model=<name>`, which a run
     named after its model (a baseline) would otherwise repeat. `model=` under a roadmap step stays."""
-    return ",".join(o for o in split_overrides(override_dirname) if o != f"model={name}")
+    return ",".join(o for o in split_overrides(override_dirname)
+                    if o != f"model={name}" and override_key(o) not in PATH_KEYS
+                    and schema.kind(override_key(o)) != schema.RUNTIME)
+
+
+def design_overrides(variant: str) -> list[str]:
+    """A variant's overrides of the design (`schema.DESIGN`): none, and the run is still its paper row."""
+    return [o for o in split_overrides(variant) if schema.kind(override_key(o)) == schema.DESIGN]
 
 
 def run_subdir(data: str, name: str, override_dirname: str, seed: int | str, eval_only: bool = False,
@@ -208,22 +221,14 @@ def read_history(run_dir: Path) -> list[dict[str, float | None]]:
 
 
 # -- fingerprint -------------------------------------------------------------------------------------------------
-# Keys that say where or how fast a run goes, not what it trains: a run resumed or skipped on another machine,
-# with other paths, loggers or loader processes, is the same run (and an evaluation has its run's fingerprint).
-RUNTIME_KEYS = ("force", "ckpt_path", "checkpoint", "eval_only", "paths", "logger", "callbacks", "data.root",
-                "data.cache_dir", "data.num_workers", "data.batch_processes", "data.worker_nice", "data.pin_memory",
-                "data.persistent_workers", "data.download", "trainer.accelerator", "trainer.devices",
-                "trainer.num_nodes", "trainer.strategy", "trainer.cpu_threads", "trainer.channels_last",
-                "trainer.compile", "trainer.benchmark", "trainer.log_every_n_steps", "trainer.efficiency",
-                "trainer.grad_checkpointing")
-
-
 def flat_config(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved config as {dotted.key: value}, without `RUNTIME_KEYS`."""
+    """The resolved config as {dotted.key: value}, without the keys that say where or how fast a run goes
+    (`schema.RUNTIME`): a run resumed or skipped on another machine, with other paths, loggers or loader processes,
+    is the same run (and an evaluation has its run's fingerprint)."""
     flat: dict[str, Any] = {}
 
     def walk(node: Any, prefix: str) -> None:
-        if prefix and any(prefix == k or prefix.startswith(k + ".") for k in RUNTIME_KEYS):
+        if prefix and schema.kind(prefix) == schema.RUNTIME:
             return
         if isinstance(node, Mapping) and node:
             for key, value in node.items():
@@ -239,8 +244,9 @@ def fingerprint(flat: Mapping[str, Any]) -> str:
 
 
 # Keys added after runs began to record their config, whose schema default trains what a record without them
-# trained: a finished run or a checkpoint from before such a key existed still matches a config at its default.
-ADDED_KEYS = ("model.pretrained", "recipe.layer_decay", "recipe.head_init_scale", "data.top_classes")
+# trained (`schema.keyed(added=True)`): a finished run or a checkpoint from before such a key existed still matches
+# a config at its default.
+ADDED_KEYS = tuple(f"{group}.{key}" for group in ("model", "recipe", "data") for key in schema.keys_with("added", group))
 
 
 def same_run(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:

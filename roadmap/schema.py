@@ -16,13 +16,32 @@ import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, ClassVar, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 PRIMITIVES = (int, float, bool, str)
+
+# -- what a key changes: each key's kind is declared once, with the key --------------------------------------------
+DESIGN = "design"    # what a paper row describes (model, recipe): in the run directory's name and the fingerprint
+BUDGET = "budget"    # what a design is trained on and for how long (data, schedule, precision, seed, a proxy's width):
+                     # in both too, but a row varied in these alone is still the paper's row (roadmap.report)
+RUNTIME = "runtime"  # where and how fast a job runs (paths, loggers, devices, loader processes): in neither, so a
+                     # finished run rerun with another value is the same run, skipped or resumed (roadmap.runs)
+KINDS = (DESIGN, BUDGET, RUNTIME)
+
+
+def keyed(kind: str, default: Any = MISSING, *, ours: bool = False, added: bool = False) -> Any:
+    """A schema field with its kind, where the field's schema kind (`KIND`) does not fit it. `ours`: a trainer key
+    that train.py applies to the model or the process, not a Lightning Trainer argument. `added`: a key added after
+    runs began to record their config, whose default trains what a record without it trained (`runs.same_run`)."""
+    assert kind in KINDS, kind
+    metadata = {"kind": kind, "ours": ours, "added": added}
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda d=default: list(d), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 def _field_type(annotation: Any) -> Any:
@@ -91,21 +110,18 @@ def source_parameters(target: str) -> list[tuple[str, Any, Any]]:
             for arg, default in [*zip(positional, defaults), *zip(args.kwonlyargs, args.kw_defaults)]]
 
 
-def signature_schema(name: str, target: str, required: Sequence[str] = (),
-                     extra: Sequence[tuple[str, Any, Any]] = ()) -> type:
+def signature_schema(name: str, target: str, kind: str, kinds: Mapping[str, str] = {}, added: Sequence[str] = (),
+                     required: Sequence[str] = (), extra: Sequence[tuple[str, Any, Any]] = ()) -> type:
     """A dataclass with the keyword parameters of `target` (a dotted path: types and defaults from its signature),
     `_target_` and the `extra` (name, type, field) keys the job reads beside them; the `required` ones have no
-    default: each config must set them (a YAML's `???` cannot unset a default)."""
+    default: each config must set them (a YAML's `???` cannot unset a default). Its keys are of `kind`, but those
+    `kinds` names; `added` as in `keyed`."""
     fields: list[tuple[str, Any, Any]] = [("_target_", str, field(default=target))]
     for param, annotation, default in source_parameters(target):
-        if default is MISSING or param in required:
-            spec = field(default=MISSING)
-        elif isinstance(default, (list, tuple)):
-            spec = field(default_factory=lambda d=default: list(d))
-        else:
-            spec = field(default=default)
-        fields.append((param, _field_type(annotation), spec))
-    return make_dataclass(name, [*fields, *extra])
+        default = MISSING if param in required else default
+        fields.append((param, _field_type(annotation),
+                       keyed(kinds.get(param, kind), default, added=param in added)))
+    return make_dataclass(name, [*fields, *extra], namespace={"KIND": kind})
 
 
 # The classic recipe's augmentation (roadmap.data.transforms), the defaults of the recipe's `augment` keys
@@ -126,15 +142,20 @@ class AugmentSchema:
 
 
 # false | true (the published weights of the model's architecture) | a weights file: `roadmap.models.weights`
-PRETRAINED = ("pretrained", Any, field(default=False))
-RoadmapNetSchema = signature_schema("RoadmapNetSchema", "roadmap.models.roadmap_net.RoadmapNet", extra=[PRETRAINED])
-DataSchema = signature_schema("DataSchema", "roadmap.data.datamodule.ImageDataModule",   # augment: typed in recipe
-                              required=("num_classes",))
+PRETRAINED = ("pretrained", Any, keyed(DESIGN, False, added=True))
+# width_mult: the CPU budgets' narrower proxy of a row, not another design
+RoadmapNetSchema = signature_schema("RoadmapNetSchema", "roadmap.models.roadmap_net.RoadmapNet", DESIGN,
+                                    kinds={"width_mult": BUDGET}, extra=[PRETRAINED])
+DataSchema = signature_schema(   # augment: typed in recipe
+    "DataSchema", "roadmap.data.datamodule.ImageDataModule", BUDGET, added=("top_classes",), required=("num_classes",),
+    kinds=dict.fromkeys(("root", "cache_dir", "num_workers", "batch_processes", "worker_nice", "pin_memory",
+                         "persistent_workers", "download"), RUNTIME))
 
 
 @dataclass
 class RecipeSchema:
     """A training recipe (conf/recipe/): what `roadmap.module.Classifier` trains with."""
+    KIND: ClassVar[str] = DESIGN
     name: str = MISSING
     epochs: int = MISSING                   # the recipe's schedule length; trainer.max_epochs may compress it
     optimizer: str = MISSING                # timm's optimizer name: momentum (SGD) | adamw | ...
@@ -159,42 +180,45 @@ class RecipeSchema:
     ema: bool = MISSING                     # an EMA of the weights, evaluated beside them
     ema_decay: float = MISSING
     grad_clip: Optional[float] = MISSING
-    layer_decay: Optional[float] = None     # layer-wise lr decay (fine-tuning); null: one lr for all layers
-    head_init_scale: float = 1.0            # a classifier re-initialised for fine-tuning starts x this
+    layer_decay: Optional[float] = keyed(DESIGN, None, added=True)   # layer-wise lr decay (fine-tuning); null: one lr
+    head_init_scale: float = keyed(DESIGN, 1.0, added=True)   # a classifier re-initialised for fine-tuning starts x this
     augment: AugmentSchema = field(default_factory=AugmentSchema)
 
 
 @dataclass
 class TrainerSchema:
     """Lightning Trainer arguments (conf/trainer/default.yaml), plus the model-side switches train.py applies."""
-    accelerator: str = MISSING              # auto | cpu | gpu
-    devices: Any = MISSING                  # auto | a count | a list of ids
-    num_nodes: int = MISSING
-    strategy: str = MISSING                 # auto: DDP when several devices or nodes are used
+    KIND: ClassVar[str] = BUDGET
+    accelerator: str = keyed(RUNTIME)       # auto | cpu | gpu
+    devices: Any = keyed(RUNTIME)           # auto | a count | a list of ids
+    num_nodes: int = keyed(RUNTIME)
+    strategy: str = keyed(RUNTIME)          # auto: DDP when several devices or nodes are used
     precision: str = MISSING                # auto: bf16-mixed on GPU and on CPUs with native bf16, else 32-true
     max_epochs: int = MISSING
     accumulate_grad_batches: int = MISSING
     gradient_clip_val: Optional[float] = MISSING
     deterministic: Any = MISSING            # true | false | warn
-    benchmark: Any = MISSING                # cudnn.benchmark; auto: on with a GPU unless deterministic
-    log_every_n_steps: int = MISSING
+    benchmark: Any = keyed(RUNTIME)         # cudnn.benchmark; auto: on with a GPU unless deterministic
+    log_every_n_steps: int = keyed(RUNTIME)
     limit_train_batches: Any = MISSING      # null | a batch count (int) | a fraction (float)
     limit_val_batches: Any = MISSING
     fast_dev_run: Any = MISSING             # false | true | a batch count
     profiler: Optional[str] = None          # simple | advanced | pytorch
-    channels_last: Any = MISSING            # auto: on with a GPU or oneDNN on the CPU (x86), off elsewhere
-    cpu_threads: Any = MISSING              # torch threads on CPU; auto: the cores per process
-    compile: bool = MISSING                 # torch.compile the model
-    efficiency: bool = False                # after training, time the model alone: summary.job_efficiency
-    grad_checkpointing: bool = False        # recompute activations in backward: less memory, same gradients (README)
+    channels_last: Any = keyed(RUNTIME, ours=True)   # auto: on with a GPU or oneDNN on the CPU (x86), off elsewhere
+    cpu_threads: Any = keyed(RUNTIME, ours=True)     # torch threads on CPU; auto: the cores per process
+    compile: bool = keyed(RUNTIME, ours=True)        # torch.compile the model
+    efficiency: bool = keyed(RUNTIME, False, ours=True)   # after training, time the model alone: summary.job_efficiency
+    grad_checkpointing: bool = keyed(RUNTIME, False, ours=True)   # recompute activations in backward: less memory,
+                                                                  # same gradients (README)
 
 
 @dataclass
 class TimmSchema:
     """A timm model as timm builds it (e.g. the dog-breed report's MobileNetV2)."""
+    KIND: ClassVar[str] = DESIGN
     _target_: str = "timm.create_model"
     model_name: str = MISSING               # timm's name
-    pretrained: Any = False                 # false | true (published weights) | a weights file
+    pretrained: Any = keyed(DESIGN, False, added=True)   # false | true (published weights) | a weights file
     num_classes: int = MISSING
     drop_path_rate: float = MISSING
 
@@ -205,7 +229,7 @@ class ViTSchema(TimmSchema):
     _target_: str = "roadmap.models.scaled_vit"
     embed_dim: int = MISSING                # timm's; x width_mult
     num_heads: Any = MISSING                # an int, or one per stage (Swin); x width_mult
-    width_mult: float = 1.0
+    width_mult: float = keyed(BUDGET, 1.0)
     img_size: int = MISSING
 
 
@@ -218,6 +242,36 @@ SCHEMAS = {("model", "roadmap_net_schema"): RoadmapNetSchema, ("model", "timm_sc
            ("model", "vit_schema"): ViTSchema,
            ("model", "swin_schema"): SwinSchema, ("recipe", "recipe_schema"): RecipeSchema,
            ("data", "data_schema"): DataSchema, ("trainer", "trainer_schema"): TrainerSchema}
+
+
+# The kinds of conf/config.yaml's own keys and of the config groups without a schema
+TOP_LEVEL_KINDS = {"seed": BUDGET, "group": BUDGET, "name": DESIGN, "roadmap": DESIGN, "force": RUNTIME,
+                   "ckpt_path": RUNTIME, "checkpoint": RUNTIME, "eval_only": RUNTIME, "paths": RUNTIME,
+                   "logger": RUNTIME, "callbacks": RUNTIME, "hydra": RUNTIME}
+
+
+def _fields(group: str) -> list[dataclasses.Field]:
+    return [f for (g, _), schema in SCHEMAS.items() if g == group for f in dataclasses.fields(schema)]
+
+
+def kind(key: str) -> str:
+    """A dotted key's kind (`trainer.devices` -> runtime, `model.kernel_size` -> design). An override's key may
+    carry Hydra's +/~ and name a group (`data`, `hydra/launcher`); a key no schema declares, such as
+    `+model.new_flag`, counts as its group's kind, and outside any group as design: it names its own run."""
+    top, _, rest = key.lstrip("+~").replace("/", ".").partition(".")
+    if top in TOP_LEVEL_KINDS:
+        return TOP_LEVEL_KINDS[top]
+    schemas = [schema for (g, _), schema in SCHEMAS.items() if g == top]
+    if not schemas:
+        return DESIGN
+    name = rest.partition(".")[0]
+    declared = next((f for f in _fields(top) if f.name == name), None)
+    return declared.metadata.get("kind", schemas[0].KIND) if declared else schemas[0].KIND
+
+
+def keys_with(flag: str, group: str) -> list[str]:
+    """The keys of `group` whose schema field sets `flag` (`ours`, `added`), in declaration order."""
+    return list(dict.fromkeys(f.name for f in _fields(group) if f.metadata.get(flag)))
 
 
 def default(key: str) -> Any:

@@ -25,7 +25,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from roadmap import build_model, paper, slurm
+from roadmap import build_model, paper, schema, slurm
 from roadmap.callbacks import EpochHistory, LineProgress, ModelSpeed, Preempted, Preemption
 from roadmap.checkpoints import (POLICIES, AtomicCheckpointIO, keep_after_finish, load_weights_only, prune,
                                  readable_last)
@@ -41,9 +41,6 @@ from roadmap.runs import (CHECKPOINTS, LAST, ORDER, RUN_LOG, SUMMARY, WANDB_ID, 
                           launch_stopped, record_launch, run_lock, same_run, save_config, variant_overrides)
 
 log = logging.getLogger("roadmap")
-
-
-MODEL_SIDE_KEYS = ("channels_last", "compile", "cpu_threads", "efficiency", "grad_checkpointing")  # train.py's own
 
 
 class RunError(ValueError):
@@ -167,7 +164,7 @@ def _loggers(cfg: DictConfig, run_dir: Path) -> list[Any]:
 
 
 def _trainer(cfg: DictConfig, run_dir: Path, loggers: list[Any]) -> L.Trainer:
-    kwargs = {k: v for k, v in _plain(cfg.trainer).items() if k not in MODEL_SIDE_KEYS}
+    kwargs = {k: v for k, v in _plain(cfg.trainer).items() if k not in schema.keys_with("ours", "trainer")}
     # the fast path, by default: bf16 autocast where it is native, cuDNN autotuning (channels_last: on the model)
     kwargs["precision"] = resolve_precision(cfg)
     if kwargs["benchmark"] == "auto":

@@ -264,9 +264,11 @@ def test_budget_overrides_still_replay_the_paper_row(tmp_path):
 
 def test_design_overrides_drop_the_budget():
     """Chart labels and paper matching see only design overrides; list values keep their commas."""
-    from roadmap.report import _design_overrides
-    variant = "data.image_size=32,model.kernel_size=9,model.width_mult=0.25,model.depths=[3,3,9,3],trainer.max_epochs=1"
-    assert _design_overrides(variant) == ["model.kernel_size=9", "model.depths=[3,3,9,3]"]
+    from roadmap.runs import design_overrides
+    variant = ("data.image_size=32,model.kernel_size=9,model.width_mult=0.25,model.depths=[3,3,9,3],trainer.max_epochs=1,"
+               "seed=3,recipe.lr=0.2,+model.new_flag=1")
+    assert design_overrides(variant) == ["model.kernel_size=9", "model.depths=[3,3,9,3]", "recipe.lr=0.2",
+                                         "+model.new_flag=1"]
 
 
 def test_chart_shows_seeds_chance_and_the_papers_trajectory(sweeps):

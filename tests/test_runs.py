@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
+from omegaconf import OmegaConf, open_dict
 
 import roadmap.report
 import roadmap.train
@@ -28,9 +30,11 @@ from roadmap import build_model, compose
 from roadmap.config import CONF_DIR, register_resolvers
 from roadmap.data import ImageDataModule, transforms
 from roadmap.models import RoadmapNet
+from roadmap import schema
 from roadmap.runs import (ADDED_KEYS, BEST, BEST_WEIGHTS, CHECKPOINTS, LAST, PREVIOUS, RUN_LOG, SUMMARY, SUPERSEDED,
-                          WANDB_ID, fingerprint, parse_run_dir, read_history, run_lock, same_run)
-from roadmap.schema import CLASSIC_AUGMENT, DataSchema, RoadmapNetSchema, _field_type, config_error
+                          WANDB_ID, config_diff, fingerprint, flat_config, parse_run_dir, read_history, run_lock,
+                          same_run)
+from roadmap.schema import CLASSIC_AUGMENT, DataSchema, RoadmapNetSchema, TrainerSchema, _field_type, config_error
 from roadmap.train import RunError, train
 
 from conftest import REPO, TINY, run_py
@@ -313,3 +317,81 @@ def test_train_and_report_leave_the_record_to_runs():
         names = (SUMMARY, CHECKPOINTS, LAST, PREVIOUS, BEST, BEST_WEIGHTS, SUPERSEDED, WANDB_ID, RUN_LOG, ".hydra")
         for name in names:
             assert f'"{name}' not in source, (module.__name__, name)
+
+
+
+# -- each key's kind, declared once (roadmap.schema) -----------------------------------------------------------
+def _job(*overrides: str) -> tuple[str, dict]:
+    """A job's directory below its study (Hydra's sweep subdir) and its flat config, what the fingerprint hashes."""
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = hydra_compose("config", overrides=list(overrides), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    subdir = cfg.hydra.sweep.subdir
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return subdir, flat_config(cfg)
+
+
+def _changed(value):
+    """Another value of a key's type: what a user might set it to."""
+    return (not value if isinstance(value, bool) else value + 1 if isinstance(value, int)
+            else 2 if value in ("auto", None) else f"'{value}x'")
+
+
+def test_a_key_of_a_runtime_kind_leaves_the_directory_and_the_fingerprint():
+    """Every runtime key of the typed groups (schema metadata), set to another value, is the same run: same
+    directory, same flat config. A budget key and a design key each make another run, in another directory."""
+    base = ("+roadmap=step05_kernel7", SMALL)
+    directory, flat = _job(*base)
+    schemas = {"data": DataSchema, "trainer": TrainerSchema}
+    runtime = [(group, f) for group, s in schemas.items() for f in dataclasses.fields(s)
+               if f.metadata.get("kind") == schema.RUNTIME]
+    assert {f"{g}.{f.name}" for g, f in runtime} >= {"data.pin_memory", "data.worker_nice", "trainer.compile",
+                                                      "trainer.log_every_n_steps", "trainer.channels_last"}
+    defaults = compose(list(base))
+    for group, f in runtime:
+        override = f"{group}.{f.name}={_changed(defaults[group][f.name])}".replace("None", "null")
+        assert _job(*base, override) == (directory, flat), override
+    for override in ("logger=csv", "paths.cache_dir=/elsewhere", "checkpoint=best", "hydra/launcher=joblib"):
+        assert _job(*base, override) == (directory, flat), override
+    for override in ("trainer.max_epochs=3", "model.kernel_size=9", "recipe.lr=0.2"):
+        other_dir, other_flat = _job(*base, override)
+        assert other_dir != directory and override in other_dir and other_flat != flat, override
+
+
+def test_every_key_has_one_kind():
+    """Each field of every schema, each top-level key of conf/config.yaml and each of its config groups."""
+    for s in schema.SCHEMAS.values():
+        for f in dataclasses.fields(s):
+            assert f.metadata.get("kind", s.KIND) in schema.KINDS, (s.__name__, f.name)
+    top = OmegaConf.load(CONF_DIR / "config.yaml")
+    groups = [(next(iter(d)).partition(" ")[2] or next(iter(d))).split("/")[0] for d in top.defaults
+              if isinstance(d, Mapping)]
+    for key in [*(k for k in top if k != "defaults"), *groups]:
+        assert key in schema.TOP_LEVEL_KINDS or any(g == key for g, _ in schema.SCHEMAS), key
+    assert schema.kind("+model.new_flag") == schema.DESIGN and schema.kind("data.image_size") == schema.BUDGET
+    assert schema.kind("model.width_mult") == schema.BUDGET and schema.kind("hydra/launcher") == schema.RUNTIME
+
+
+COMMITTED = sorted(p.parent for p in (REPO / "results").glob("*/runs/**/" + SUMMARY))
+
+
+def test_committed_runs_keep_their_directory_and_their_fingerprint():
+    """Each row of a committed study, composed again from its first run's recorded overrides, lands in the
+    directory that run was exported from and trains what it recorded (`same_run`): its rerun is skipped, never
+    retrained or refused. One run a row: the seed is a key and a path part like any other."""
+    rows: dict[tuple, list[Path]] = {}
+    for run in COMMITTED:
+        overrides = OmegaConf.to_container(OmegaConf.load(run / ".hydra" / "overrides.yaml"))
+        rows.setdefault(tuple(o for o in overrides if not o.startswith("seed=")), []).append(run)
+    compared = 0
+    for runs in rows.values():
+        run, recorded = runs[0], _summary(runs[0])
+        subdir, flat = _job(*OmegaConf.to_container(OmegaConf.load(run / ".hydra" / "overrides.yaml")))
+        exported = run.relative_to(next(p for p in run.parents if p.name == "runs"))
+        assert Path(subdir.partition("budget=")[2].partition("/")[2] or subdir) == exported, run
+        if "config" in recorded:   # recorded before runs kept their config: nothing to compare
+            assert same_run(recorded["config"], flat), (run, config_diff(recorded["config"], flat))
+            compared += 1
+    assert len(COMMITTED) >= 60 and len(rows) >= 15 and compared >= 12
