@@ -72,7 +72,7 @@ if __name__ == "__main__":
             if composing:
                 print(f"config error: {config_error(e)}", file=sys.stderr)
             else:
-                from roadmap.train import one_line   # torch: only once something was launched
+                from roadmap.console import one_line
                 print(f"launcher error: {one_line(e)}", file=sys.stderr)
             code = 1
         finally:   # HYDRA_FULL_ERROR=1 lets a traceback through: the record goes all the same

@@ -12,7 +12,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from roadmap.atomic import atomic_file
 from roadmap.models.weights import EMA_PREFIX, EMA_STATE
-from roadmap.runs import BEST, BEST_WEIGHTS, LAST, PREVIOUS
+from roadmap.runs import BEST, BEST_WEIGHTS, CHECKPOINTS, LAST, PREVIOUS, RunError, config_diff, same_run
 
 log = logging.getLogger(__name__)
 
@@ -117,3 +117,33 @@ def keep_after_finish(checkpoints: Path, policy: str) -> list[Path]:
 def prune(checkpoints: Path, policy: str) -> None:
     for name in DROPPED[policy]:
         (checkpoints / name).unlink(missing_ok=True)
+
+
+def check_checkpoint(path: Path, state: dict[str, Any], record: dict[str, Any], only: str = "") -> None:
+    """Refuse to resume from a checkpoint of another run: its config (or, with `only`, the keys under that prefix,
+    e.g. the model's) must be this one's."""
+    saved = state.get("roadmap", {})
+    if "fingerprint" not in saved:
+        raise RunError(f"checkpoint {path} was not written by this version of roadmap (no config fingerprint "
+                       "inside); start over with force=true or pass ckpt_path=null")
+    old, new = ({k: v for k, v in c.items() if k.startswith(only)} for c in (saved["config"], record["config"]))
+    if not same_run(old, new):
+        raise RunError(f"checkpoint {path} is from another configuration ({config_diff(old, new)}); use the "
+                       "matching overrides, another run directory, or force=true to start over")
+
+
+def resume_from(ckpt_path: str | None, run_dir: Path, record: dict[str, Any]) -> Path | None:
+    """ckpt_path, else the run directory's newest readable last checkpoint, checked against this config."""
+    if ckpt_path:
+        path = Path(ckpt_path)
+        if not path.is_file():
+            raise RunError(f"ckpt_path={path} does not exist")
+        state = load_weights_only(path)
+        if state is None:
+            raise RunError(f"ckpt_path={path} cannot be read; pass another checkpoint or ckpt_path=null")
+        check_checkpoint(path, state, record, only="model.")   # another run's checkpoint: the same model will do
+        return path
+    found = readable_last(run_dir / CHECKPOINTS)
+    if found is not None:
+        check_checkpoint(*found, record)
+    return found[0] if found else None

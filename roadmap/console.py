@@ -103,3 +103,14 @@ def console_to(log_file: Path) -> Iterator[None]:
             yield
         finally:
             sys.stdout, sys.stderr = out, err
+
+
+def one_line(e: BaseException) -> str:
+    """The first line of an exception's message, unwrapping Hydra's instantiate wrapper and a DataLoader
+    worker's re-raise (whose first line is only "Caught X in DataLoader worker process N.")."""
+    while e.__cause__ is not None and type(e).__name__ == "InstantiationException":
+        e = e.__cause__
+    text = str(e).strip().splitlines()
+    if len(text) > 2 and text[1].startswith("Original Traceback"):  # the worker's own error is the last line
+        text = [text[-1].split(": ", 1)[-1]]
+    return f"{type(e).__name__}: {text[0] if text else ''}".rstrip(": ")

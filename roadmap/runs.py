@@ -7,6 +7,7 @@ import dataclasses
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -22,6 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from roadmap import schema
 from roadmap.atomic import write_atomic
+
+log = logging.getLogger("roadmap")
 
 # -- file names -------------------------------------------------------------------------------------------------
 SUMMARY = "summary.json"            # written once the job ends, whatever the outcome
@@ -260,6 +263,44 @@ def config_diff(old: Mapping[str, Any], new: Mapping[str, Any], shown: int = 4) 
     keys = sorted(k for k in set(old) | set(new) if old.get(k, "<absent>") != new.get(k, "<absent>"))
     parts = [f"{k}: {old.get(k, '<absent>')!r} -> {new.get(k, '<absent>')!r}" for k in keys[:shown]]
     return ", ".join(parts) + (f" and {len(keys) - shown} more" if len(keys) > shown else "")
+
+
+class RunError(ValueError):
+    """A job cannot start as configured; the message says what to change."""
+
+
+def identity(cfg: DictConfig) -> dict[str, Any]:
+    """What a run trains, as its record keeps it: the flat config and its fingerprint."""
+    flat = flat_config(cfg)
+    return {"fingerprint": fingerprint(flat), "config": flat}
+
+
+def finished_run(run_dir: Path, record: Mapping[str, Any], force: bool, eval_only: bool) -> Summary | None:
+    """The finished run of this configuration that the directory holds, to skip to; None: a run to start or resume.
+    A finished run of another configuration is refused by the keys that differ; force=true moves it aside first.
+    An evaluation always runs (`roadmap.evaluate`)."""
+    if force:
+        moved = archive_previous(run_dir)
+        if moved:
+            log.info("force=true: previous results moved to %s", moved)
+        return None
+    if eval_only or not (run_dir / SUMMARY).exists():
+        return None
+    try:
+        previous = Summary.read(run_dir / SUMMARY)
+    except UnreadableSummaryError as e:
+        log.warning("%s: the run counts as unfinished and resumes from its checkpoint, if it has one", e)
+        return None
+    if previous.status != "finished":
+        return None
+    # None: written before fingerprints; else the same run if it predates keys now at their defaults
+    if previous.fingerprint is not None and not same_run(previous.config or {}, record["config"]):
+        raise RunError(f"{run_dir} holds a finished run of another configuration "
+                       f"({config_diff(previous.config or {}, record['config'])}); train this one with "
+                       "force=true (the old run moves to superseded/) or under another group=")
+    log.info("already finished: %s (val/acc1 %.2f, best %.2f); force=true to train again",
+             run_dir / SUMMARY, previous.acc1, previous.acc1_best)
+    return previous
 
 
 # -- one writer per run ------------------------------------------------------------------------------------------

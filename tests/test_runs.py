@@ -2,6 +2,7 @@
 preemption or a torn checkpoint, and an exit code that comes from what the launched jobs recorded."""
 from __future__ import annotations
 
+import ast
 import dataclasses
 import inspect
 import json
@@ -24,8 +25,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from omegaconf import OmegaConf, open_dict
 
+import roadmap.job
 import roadmap.report
 import roadmap.train
+import roadmap.trainer
 from roadmap import build_model, compose
 from roadmap.config import CONF_DIR, register_resolvers
 from roadmap.data import ImageDataModule, transforms
@@ -312,12 +315,28 @@ def test_two_budgets_never_share_a_run_directory():
 
 def test_train_and_report_leave_the_record_to_runs():
     """No file name of the run record is spelled out in the modules that write and read it."""
-    for module in (roadmap.train, roadmap.report):
+    for module in (roadmap.train, roadmap.job, roadmap.trainer, roadmap.report):
         source = inspect.getsource(module)
         names = (SUMMARY, CHECKPOINTS, LAST, PREVIOUS, BEST, BEST_WEIGHTS, SUPERSEDED, WANDB_ID, RUN_LOG, ".hydra")
         for name in names:
             assert f'"{name}' not in source, (module.__name__, name)
 
+
+
+def test_the_house_reads_top_down():
+    """No function of roadmap/ runs over 60 lines, and no module imports a command-line one (a module with a
+    `__main__` block: report, bench, dashboard, export): dependencies point down."""
+    sources = {p: p.read_text() for p in (REPO / "roadmap").rglob("*.py")}
+    commands = {f"roadmap.{p.stem}" for p, text in sources.items() if '__name__ == "__main__"' in text}
+    assert {"roadmap.report", "roadmap.bench", "roadmap.dashboard"} <= commands
+    for path, text in sources.items():
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                assert node.end_lineno - node.lineno < 60, (path.name, node.name)
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+                     if isinstance(node, ast.ImportFrom) and node.module else [])
+            assert not commands & set(names), (path.name, names)
 
 
 # -- each key's kind, declared once (roadmap.schema) -----------------------------------------------------------

@@ -19,8 +19,9 @@ from roadmap import build_model
 from roadmap.models import roadmap_net
 from roadmap.module import Classifier
 from roadmap.runs import read_history
-from roadmap import train as train_module
-from roadmap.train import resolve_precision, train
+from roadmap import device
+from roadmap.device import resolve_precision
+from roadmap.train import train
 
 from conftest import imagewoof_archive
 
@@ -99,8 +100,8 @@ def test_bad_lr_scaling_is_one_line(tiny_cfg):
                                                     (True, False, "bf16-mixed")])
 def test_precision_auto(tiny_cfg, monkeypatch, gpu, native, precision):
     """auto: bf16 autocast wherever it is native (GPU, AVX512-BF16/AMX CPU), fp32 where it would be emulated."""
-    monkeypatch.setattr(train_module, "native_bf16_cpu", lambda: native)
-    monkeypatch.setattr(train_module, "_gpu_requested", lambda cfg: gpu)
+    monkeypatch.setattr(device, "native_bf16_cpu", lambda: native)
+    monkeypatch.setattr(device, "gpu_requested", lambda cfg: gpu)
     assert resolve_precision(tiny_cfg("trainer.precision=auto")) == precision
     assert resolve_precision(tiny_cfg("trainer.precision=32-true")) == "32-true"
 
@@ -231,15 +232,15 @@ def test_finished_run_is_skipped_and_force_starts_over(tiny_cfg, tmp_path):
 def test_wandb_offline_run_records_metrics(tiny_cfg, monkeypatch, capfd):
     import wandb
 
-    import roadmap.train
+    import roadmap.job
     monkeypatch.delenv("WANDB_MODE", raising=False)  # no network and no mode set: must go offline
     seen = {}
-    finish = roadmap.train._finish_wandb
+    finish = roadmap.job.finish_wandb
 
     def capture_then_finish():
         seen.update(mode=wandb.run.settings.mode, summary=dict(wandb.run.summary))
         finish()
-    monkeypatch.setattr(roadmap.train, "_finish_wandb", capture_then_finish)
+    monkeypatch.setattr(roadmap.job, "finish_wandb", capture_then_finish)
     cfg = tiny_cfg("+roadmap=step00_baseline", SMALL, "logger=wandb")
     train(cfg)
     assert seen["mode"] in ("offline", "dryrun") and "val/acc1" in seen["summary"]  # wandb calls offline "dryrun"
@@ -288,14 +289,14 @@ def test_torch_loads_libgomp_with_a_short_spin(module, env, expected):
 
 def test_cpu_threads_split_cores_among_processes(tiny_cfg):
     from roadmap.data import usable_cores
-    from roadmap.train import _set_cpu_threads
+    from roadmap.device import set_cpu_threads
     before = torch.get_num_threads()
     try:
-        _set_cpu_threads(tiny_cfg("data.num_workers=1"))
+        set_cpu_threads(tiny_cfg("data.num_workers=1"))
         assert torch.get_num_threads() == usable_cores()
-        _set_cpu_threads(tiny_cfg("trainer.devices=2"))
+        set_cpu_threads(tiny_cfg("trainer.devices=2"))
         assert torch.get_num_threads() == max(1, usable_cores() // 2)
-        _set_cpu_threads(tiny_cfg("trainer.cpu_threads=1"))
+        set_cpu_threads(tiny_cfg("trainer.cpu_threads=1"))
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
