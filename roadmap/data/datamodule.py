@@ -265,8 +265,8 @@ class ImageDataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch: tuple[torch.Tensor, torch.Tensor],
                                 dataloader_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The loaders yield uint8 images; normalise (and, in training, randomly erase) them per batch on the
-        device, as timm's prefetcher does: a quarter of the bytes to move, and on 2 CPU cores 0.1 ms less work an
-        image (ToTensor and Normalize took 0.11 of the modern transform's 0.40 ms)."""
+        device, as timm's prefetcher does: a quarter of the bytes to move, and less work an image on few CPU cores
+        (results/cpu_replay/README.md, "How the budget was chosen")."""
         x, y = batch
         return self.normalize(x, train=self.trainer is not None and self.trainer.training), y
 
