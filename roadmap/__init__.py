@@ -11,12 +11,8 @@ from __future__ import annotations
 
 import os
 
-# Before torch loads libgomp, its OpenMP runtime on Linux, which reads this once. libgomp's default has an idle
-# thread spin 300,000 times before it sleeps; on the 2-vCPU replay machine that spinning took the core from the
-# batch's helper process and, for the ViTs, from the model itself. 10,000 (2-epoch cpu_replay jobs, one each):
-# waiting for data 21-22 -> 16-17 ms a batch (modern recipe) and 14 -> 10 (classic); whole-job train img/s DeiT-S
-# 373 -> 498, Swin-T 394 -> 524, step 01 604 -> 623, step 07 418 and 325 -> 411 and 440, step 04 214 -> 232.
-# 0 or OMP_WAIT_POLICY=passive (sleep at once) made step 01 1.6x slower. Set GOMP_SPINCOUNT to choose another.
+# Before torch loads libgomp, which reads it once: libgomp's default long spin has an idle thread hold a core the
+# batch's helper process needs (results/cpu_replay/README.md, "Speed"). Set GOMP_SPINCOUNT to choose another.
 os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 from typing import TYPE_CHECKING, Any

@@ -30,13 +30,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
-from roadmap import build_model, compose, profile
+from roadmap import build_model, compose, paper, profile
 from roadmap.config import CONF_DIR
 from roadmap.timing import Runner
 
 # The main rows (Figure 2's eight and step 08, beyond the paper); lettered files (step02a, ...) are sub-steps.
 MAIN_STEPS = sorted(p.stem for p in (CONF_DIR / "roadmap").glob("step[0-9][0-9]_*.yaml"))
-CONTEXT_MODELS = ("deit_small", "swin_tiny")   # conf/model/ names of the paper's ViT baselines
+CONTEXT_MODELS = tuple(paper.roadmap_baselines())   # conf/model/ names of the ViT baselines beside the roadmap
 
 
 @dataclass

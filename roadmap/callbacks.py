@@ -166,8 +166,8 @@ class Preemption(L.Callback):
 class ModelSpeed(L.Callback):
     """After training, the model's own train img/s as `roadmap.bench` times it (forward, backward, AdamW step on
     one resident batch), in this process at the job's batch, image size, precision and memory layout. The job's
-    train img/s over it is its efficiency (`trainer.efficiency=true`), paired in time: separate bench
-    invocations on a shared 2-core machine differed by up to 25 % for one model."""
+    train img/s over it is its efficiency (`trainer.efficiency=true`), paired in time, because separate bench
+    invocations on a shared machine differ too much (results/cpu_replay/README.md, "How the budget was chosen")."""
 
     def __init__(self, rounds: int = 3, iters: int = 8) -> None:
         self.rounds, self.iters = rounds, iters

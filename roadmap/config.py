@@ -68,10 +68,12 @@ def _help_options(folder: str, width: int = 118) -> str:
 
 def register_resolvers() -> None:
     """The resolvers conf/ uses, and the config groups' typed schemas (`roadmap.schema`) in Hydra's ConfigStore."""
+    from roadmap.paper import published   # here: roadmap.paper reads this module's paths
+
     schema.store()
     for name, fn in {"roadmap_root": lambda: str(ROOT), "run_label": _run_label, "run_subdir": run_subdir,
                      "checkpoint_dir": checkpoint_dir, "swin_window": _swin_window, "kept_classes": _kept_classes,
-                     "wandb_offline": _wandb_offline, "help_options": _help_options}.items():
+                     "wandb_offline": _wandb_offline, "help_options": _help_options, "paper": published}.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
 

@@ -149,8 +149,8 @@ class Classifier(L.LightningModule):
         lr = r["lr"] * LR_SCALING[r["lr_scaling"]](self.effective_batch_size() / r["base_batch_size"])
         extra: dict[str, Any] = ({"momentum": r["momentum"]} if r["momentum"] is not None
                                  else {"betas": tuple(r["betas"])})
-        # one kernel per op over all parameters: fused on CUDA, foreach elsewhere (torch's CPU default is a
-        # Python loop over the tensors, ~10 % of a quarter-width model's step)
+        # one kernel per op over all parameters: fused on CUDA, foreach elsewhere (torch's CPU default, a Python
+        # loop over the tensors, is a measurable share of a small model's step: results/cpu_replay/README.md)
         extra["fused" if self.device.type == "cuda" else "foreach"] = True
         # timm leaves norms and biases (1-D params) out of weight decay
         # with layer_decay, lower layers' lr x layer_decay^(depth from the top) (the model's group_matcher)

@@ -77,7 +77,14 @@ def step_cfg(step: str) -> dict[str, Any]:
         cfg = {"num_classes": 1000, "input_size": (3, 224, 224), "crop_pct": schema.default("data.crop_pct"),
                "interpolation": augment.interpolation, "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD}
     return {"paper_name": PAPER[0], "paper_ids": PAPER[1], **cfg, "pool_size": (7, 7), "first_conv": "stem.conv",
-            "classifier": "fc", "description": _yaml(STEP_DIR / f"{step}.yaml").roadmap.name}
+            "classifier": "fc", "description": _step_name(step)}
+
+
+def _step_name(step: str) -> str:
+    """The step's `roadmap.name` as composing gives it: the primary config's (its published row's, `paper`
+    resolver) under the step file's own."""
+    nodes = [{"roadmap": _yaml(path).roadmap} for path in (CONF_DIR / "config.yaml", STEP_DIR / f"{step}.yaml")]
+    return OmegaConf.merge(*nodes).roadmap.name
 
 
 @functools.cache

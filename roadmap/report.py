@@ -194,7 +194,7 @@ def add_efficiency(table: pd.DataFrame, bench_csv: str | Path) -> pd.DataFrame:
     """Each row's job efficiency where its runs did not measure their own (`trainer.efficiency=true`): its runs'
     train img/s (data loading, logging and all) over the model's own train img/s in `python -m roadmap.bench
     --csv` at the same model, image size, batch and precision. A CSV of several bench invocations gives each
-    model its median: on few cores one invocation can be 20 % off."""
+    model its median, as one invocation on few cores can be far off (results/cpu_replay/README.md)."""
     bench = pd.read_csv(bench_csv)
     ours = bench[bench["role"] == "ours"]
     model = ours.groupby(ours["model"].str.rsplit("/", n=1).str[-1])["train_img_s"].median().to_dict()

@@ -24,7 +24,8 @@ from torchvision.transforms import Normalize
 
 import roadmap.data.datamodule
 from roadmap.config import compose
-from roadmap.data import BatchNormalize, BatchPool, DataError, ImageDataModule, build_transforms, synthesize
+from roadmap.data import (DATASETS, BatchNormalize, BatchPool, DataError, ImageDataModule, build_transforms,
+                          synthesize)
 
 from conftest import CLASSES, make_folder
 
@@ -595,10 +596,11 @@ def test_num_classes_follows_top_classes(name: str, classes: int) -> None:
 
 # --- configs and real data -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["synthetic", "imagewoof", "imagenette", "cifar10", "cifar100", "imagenet",
-                                  "stanford_dogs"])
+@pytest.mark.parametrize("name", DATASETS)
 def test_every_data_config_instantiates(name: str) -> None:
-    dm = instantiate(compose([f"data={name}", "recipe=modern"]).data)
+    """Each conf/data/ config builds the datamodule its file is named after (`DATASETS` is read from the names)."""
+    given = ["data.num_classes=3"] if name == "folder" else []   # the one config without a class count (below)
+    dm = instantiate(compose([f"data={name}", "recipe=modern", *given]).data)
     assert isinstance(dm, ImageDataModule) and dm.name == name
     assert any(isinstance(t, RandAugment) for t in dm.train_transform.transforms)
 

@@ -5,10 +5,12 @@ import pytest
 import timm
 import torch
 import torchvision
+from omegaconf import OmegaConf
 
 from roadmap import build_model, compose, profile
 from roadmap.models import RoadmapNet, from_timm_convnext, from_torchvision_resnet
-from roadmap.paper import convnextv2, table10
+from roadmap.config import CONF_DIR
+from roadmap.paper import convnextv2, roadmap_baselines, table10
 
 from conftest import STEPS
 
@@ -45,12 +47,15 @@ def test_gmacs_match_table10(row, overrides, gmacs):
     assert measured == pytest.approx(gmacs, abs=0.05), f"{row}: {measured:.3f} GMACs vs paper {gmacs}"
 
 
-def test_step_configs_record_paper_numbers():
+def test_step_configs_take_name_and_paper_numbers_from_table10():
+    """A step's file names its row and nothing else of it; its name and published numbers are composed from the row."""
     paper = table10().set_index("step")
     for step in paper.index.intersection(STEPS):
         cfg = compose([f"+roadmap={step}"])
-        assert cfg.roadmap.paper_top1 == paper.loc[step, "top1"]
-        assert cfg.roadmap.paper_gmacs == paper.loc[step, "gmacs"]
+        row = paper.loc[step]
+        assert (cfg.roadmap.name, cfg.roadmap.paper_top1, cfg.roadmap.paper_gmacs) == (row["name"], row["top1"],
+                                                                                       row["gmacs"]), step
+        assert list(OmegaConf.load(CONF_DIR / "roadmap" / f"{step}.yaml").roadmap) == ["step"], step
 
 
 def test_recipe_flips_at_step01():
@@ -107,7 +112,8 @@ def test_step08_is_timms_convnextv2_tiny(overrides):
         assert (ours(x) - ref(x)).abs().max() <= 1e-4
     v2 = convnextv2().set_index("step").loc["step08_grn"]
     assert profile(_model(*overrides), image_size=224)["gmacs"] == pytest.approx(v2["gmacs"], abs=0.05)
-    assert compose(overrides).roadmap.paper_gmacs in (None, v2["gmacs"])
+    if overrides[0].startswith("+roadmap="):   # its GMACs are V2-T's row; V2-T's top-1 is FCMAE pre-trained
+        assert (compose(overrides).roadmap.paper_gmacs, compose(overrides).roadmap.paper_top1) == (v2["gmacs"], None)
 
 
 @pytest.mark.parametrize("kwargs,field,allowed", [
@@ -140,14 +146,13 @@ def test_width_mult_scales_widths():
     assert profile(small)["gmacs"] < 0.1 * profile(_model("+roadmap=step07_separate_downsampling"))["gmacs"]
 
 
-@pytest.mark.parametrize("name, timm_name", [("deit_small", "deit_small_patch16_224"),
-                                             ("swin_tiny", "swin_tiny_patch4_window7_224")])
+@pytest.mark.parametrize("name, timm_name", list(roadmap_baselines().items()))
 def test_vit_baselines_at_full_width_are_timms(name, timm_name):
     ours = build_model(compose([f"model={name}", "data.image_size=224", "data.num_classes=1000"]))
     assert profile(ours)["params"] == profile(timm.create_model(timm_name))["params"]
 
 
-@pytest.mark.parametrize("baseline", ["deit_small", "swin_tiny"])
+@pytest.mark.parametrize("baseline", list(roadmap_baselines()))
 def test_vit_baselines_match_step07_gmacs_at_the_cpu_replay_budget(baseline):
     """The paper compares models of equal FLOPs: width_mult scales the ViTs' GMACs as it scales ConvNeXt-T's."""
     def gmacs(step: str) -> float:
@@ -166,7 +171,7 @@ def test_vit_width_mult_scales_heads_with_width():
         build_model(compose(["model=deit_small", "model.width_mult=0"]))
 
 
-@pytest.mark.parametrize("baseline", ["deit_small", "swin_tiny"])
+@pytest.mark.parametrize("baseline", list(roadmap_baselines()))
 def test_vit_baselines_run_at_the_smoke_budget(baseline):
     """The smallest budget (32 px, width x 0.25) still gives each baseline a token grid it can attend over."""
     cfg = compose(["+experiment=trajectory", "+budget=smoke", f"+roadmap=baselines/{baseline}"])
@@ -174,13 +179,17 @@ def test_vit_baselines_run_at_the_smoke_budget(baseline):
 
 
 def test_baseline_overlays_name_their_runs():
-    for baseline, model in (("deit_small", "deit_small_patch16_224"), ("swin_tiny", "swin_tiny_patch4_window7_224")):
+    expected = {"deit_small": ("deit_small_patch16_224", "DeiT-S"),
+                "swin_tiny": ("swin_tiny_patch4_window7_224", "Swin-T")}
+    assert roadmap_baselines() == {baseline: model for baseline, (model, _) in expected.items()}
+    for baseline, (model, name) in expected.items():
         cfg = compose([f"+roadmap=baselines/{baseline}"])
         assert (cfg.name, cfg.model.model_name, cfg.recipe.name, cfg.roadmap.step) == (baseline, model, "modern", None)
+        assert (cfg.roadmap.name, cfg.roadmap.paper_top1) == (name, None)   # Table 1's name; top-1 from the summary
 
 
 def test_vit_baselines_follow_image_size():
-    for name in ("deit_small", "swin_tiny"):
+    for name in roadmap_baselines():
         cfg = compose([f"model={name}", "data.image_size=64", "data.num_classes=10"])
         assert cfg.name == name
         assert build_model(cfg)(torch.randn(1, 3, 64, 64)).shape == (1, 10)

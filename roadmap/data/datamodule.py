@@ -16,6 +16,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import CIFAR10, CIFAR100, ImageFolder
 
+from roadmap.config import CONF_DIR
 from roadmap.data.archives import FASTAI_ARCHIVES, fastai_folder
 from roadmap.data.cache import DecodedImages
 from roadmap.data.dogs import breed, dogs_folders
@@ -28,9 +29,10 @@ from roadmap.data.transforms import BatchNormalize, augment_settings, build_tran
 
 log = logging.getLogger(__name__)
 
-FOLDER_DATASETS = ("imagewoof", "imagenette", "imagenet", "stanford_dogs", "folder")   # what top_classes can cut
-DATASETS = ("synthetic", "cifar10", "cifar100", *FOLDER_DATASETS)
+DATASETS = tuple(sorted(p.stem for p in (CONF_DIR / "data").glob("*.yaml")))   # a config each, named by its file
 CIFAR = {"cifar10": CIFAR10, "cifar100": CIFAR100}
+# The rest are ImageFolder roots (extracted from an archive, or given), what top_classes can cut
+FOLDER_DATASETS = tuple(name for name in DATASETS if name != "synthetic" and name not in CIFAR)
 MIN_IMAGE_SIZE = 32   # total stride of every model in the roadmap
 MAX_AUTO_WORKERS = 16  # data.num_workers=auto never starts more loader processes per training process
 
@@ -50,7 +52,7 @@ def _niced_worker(worker_id: int, nice: int, rank: int) -> None:
 class ImageDataModule(L.LightningDataModule):
     """One datamodule for every dataset of the replays; `name` picks the source, the rest is shared.
 
-    name: synthetic | imagewoof | imagenette | cifar10 | cifar100 | imagenet | stanford_dogs | folder.
+    name: a config of conf/data/ (`DATASETS`): synthetic, cifar10 | cifar100, or an ImageFolder dataset.
     root: imagewoof/imagenette: a folder with the fast.ai .tgz (or the archive, or its extracted folder);
         imagenet/folder: an ImageFolder root with train/ and val/; cifar: torchvision's root; stanford_dogs: the
         folder holding Images/ and the official lists, if any (`roadmap.data.dogs`: without them a fixed split).
@@ -263,8 +265,8 @@ class ImageDataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch: tuple[torch.Tensor, torch.Tensor],
                                 dataloader_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The loaders yield uint8 images; normalise (and, in training, randomly erase) them per batch on the
-        device, as timm's prefetcher does: a quarter of the bytes to move, and on 2 CPU cores 0.1 ms less work an
-        image (ToTensor and Normalize took 0.11 of the modern transform's 0.40 ms)."""
+        device, as timm's prefetcher does: a quarter of the bytes to move, and less work an image on few CPU cores
+        (results/cpu_replay/README.md, "How the budget was chosen")."""
         x, y = batch
         return self.normalize(x, train=self.trainer is not None and self.trainer.training), y
 

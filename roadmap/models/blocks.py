@@ -53,7 +53,8 @@ class Pointwise(nn.Conv2d):
     """A 1x1 conv applied to an NHWC tensor as one matrix multiply over channels (timm's ConvNeXt uses Linear).
 
     It stays a Conv2d (weight out x in x 1 x 1, the same init and state-dict keys as the NCHW conv it stands for)
-    because it is one; only the layout differs. On CPU the GEMM is ~1.5x faster than oneDNN's 1x1 conv.
+    because it is one; only the layout differs. On CPU the GEMM is faster than oneDNN's 1x1 conv (results/bench/
+    README.md, "What profiling changed in the model").
     """
 
     def __init__(self, in_chs: int, out_chs: int, *, bias: bool):
