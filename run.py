@@ -9,7 +9,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from roadmap.config import ROOT
+from roadmap.config import ROOT, help_page
 from roadmap.console import FULL_ERROR_ENV
 from roadmap.runs import launch, launched_jobs, stop_jobs
 from roadmap.schema import config_error
@@ -50,6 +50,12 @@ def pass_signals_on(record: Path) -> None:
 
 
 if __name__ == "__main__":
+    if {"--help", "-h"} & set(sys.argv[1:]):   # the help page, written by roadmap.config rather than Hydra
+        try:
+            print(help_page([a for a in sys.argv[1:] if not a.startswith("-")]))
+        except (HydraException, OmegaConfBaseException) as e:
+            sys.exit(f"config error: {config_error(e)}")
+        sys.exit(0)
     # the jobs record themselves in a launch folder, whichever process or node runs them: the exit code and the
     # closing lines come from there, not from this process's memory
     log_dir = Path(os.environ.get("ROADMAP_OUTPUT_DIR", ROOT / "outputs"))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import re
+import string
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -91,3 +92,14 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
     with open_dict(cfg):
         del cfg["hydra"]
     return cfg
+
+
+def help_page(overrides: Sequence[str] = ()) -> str:
+    """What `python run.py --help` prints: conf/hydra/help/'s template over the composed config. Hydra's own --help
+    first lists every config group's options for $APP_CONFIG_GROUPS, which the template does not use: that was 6.3
+    of its 7.7 s under a profiler."""
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = hydra_compose("config", overrides=list(overrides), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    return string.Template(cfg.hydra.help.template).safe_substitute()

@@ -22,6 +22,7 @@ def _model(step: str, **kwargs) -> nn.Module:
     return timm.create_model(f"roadmap_{step}", width_mult=0.25, **kwargs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("step", STEPS)
 def test_features_only_maps_at_reductions_4_to_32(step):
     model = _model(step)
@@ -35,6 +36,7 @@ def test_features_only_maps_at_reductions_4_to_32(step):
     assert model.feature_info[0]["reduction"] == 4 and model.feature_info[-1]["num_chs"] == model.num_features
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("step", STEPS)
 def test_both_feature_wrappers_give_the_same_maps(step):
     """timm's module-walking wrapper (the default) and the one calling `forward_intermediates` agree exactly."""
@@ -46,6 +48,7 @@ def test_both_feature_wrappers_give_the_same_maps(step):
     assert all(torch.equal(a, b) for a, b in zip(*maps))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("step", STEPS)
 def test_forward_intermediates_end_in_forward_features(step):
     model = _model(step).eval()
@@ -61,6 +64,7 @@ def test_forward_intermediates_end_in_forward_features(step):
         assert model.num_features == model.feature_info[1]["num_chs"]
 
 
+@pytest.mark.slow
 def test_reset_classifier():
     model = _model("step07_separate_downsampling", num_classes=10).eval()
     with torch.no_grad():
@@ -81,6 +85,7 @@ def test_reset_classifier():
         _model("step00_baseline", global_pool="max")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("step", ["step00_baseline", "step07_separate_downsampling"])   # BatchNorm; drop path
 def test_grad_checkpointing_gives_the_same_gradients_and_keeps_less(step):
     """Exactly the same loss, gradients and BatchNorm statistics (recomputing a block does not count its batch
@@ -139,6 +144,7 @@ def test_faster_rcnn_trains_on_a_step(step):
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("step", ["step00_baseline", "step07_separate_downsampling"])
 def test_segmentation_head_trains_on_a_step(step):
     """torchvision's FCN head on the FPN's stride-4 map, upsampled to the image: per-pixel cross-entropy."""

@@ -33,6 +33,7 @@ def _configs(folder: str) -> list[str]:
     return [str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml")]
 
 
+@pytest.mark.slow
 def test_help_lists_what_there_is_to_run_and_loads_nothing_heavy(tmp_path):
     proc, heavy = run_light("--help", out=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -47,8 +48,12 @@ def test_help_lists_what_there_is_to_run_and_loads_nothing_heavy(tmp_path):
     assert page.index("step02a_stage_ratio") < page.index("step02_macro_design")   # Table 10's order
     assert 'Step 05 — "Increasing the kernel size"' in page   # each config's own summary
     assert str(tmp_path / "my_data") in page   # where data is looked for, as it resolves
+    bad, _ = run_light("--help", "data.image_size=abc", out=tmp_path)
+    assert bad.returncode == 1 and bad.stderr.strip().splitlines() == [
+        "config error: data.image_size: Value 'abc' of type 'str' could not be converted to Integer"]
 
 
+@pytest.mark.slow
 def test_cfg_job_resolve_prints_the_resolved_config(tmp_path):
     """It failed with an unnamed TypeError: the checkpoint directory of a job that has no run directory yet."""
     proc, heavy = run_light("+roadmap=step05_kernel7", "--cfg", "job", "--resolve", out=tmp_path)
@@ -58,6 +63,7 @@ def test_cfg_job_resolve_prints_the_resolved_config(tmp_path):
     assert "dirpath: null" in proc.stdout and "${" not in proc.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("override,line", [
     ("data.image_size=abc", "config error: data.image_size: Value 'abc' of type 'str' could not be converted"),
     ("model.kernel_sise=7", "config error: model.kernel_sise is not a key of model; allowed: depths"),

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import warnings
 
+import pytest
+
 from roadmap.console import quiet
 from roadmap.runs import RUN_LOG
 
@@ -12,6 +14,7 @@ NOISE = ("litlogger", "LeafSpec", "GPU available", "TPU available", "smaller tha
          "Automatic Mixed Precision", "to estimate number of stepping batches", "INFO: ")   # "INFO: " a 2nd copy
 
 
+@pytest.mark.slow
 def test_run_log_holds_the_console_and_the_noise_is_gone(tmp_path):
     proc = run_py("+roadmap=step00_baseline", "model.width_mult=0.25", log_dir=tmp_path)
     out = proc.stdout + proc.stderr
@@ -28,6 +31,7 @@ def test_run_log_holds_the_console_and_the_noise_is_gone(tmp_path):
     assert out.count("`Trainer.fit` stopped") == 1   # Lightning's lines once, through Hydra's handler
 
 
+@pytest.mark.slow
 def test_a_sweep_prints_no_per_job_banner(tmp_path):
     proc = run_py("-m", "+roadmap=step00_baseline", "model.width_mult=0.25", "seed=0,1", log_dir=tmp_path)
     out = proc.stdout + proc.stderr

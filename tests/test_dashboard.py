@@ -38,6 +38,7 @@ def offline_runs(sweep) -> dict[str, dict]:
     return runs
 
 
+@pytest.mark.slow
 def test_final_metrics_are_in_the_offline_run_summary(offline_runs, sweep):
     run = offline_runs["step00_baseline"]
     (summary_json,) = sweep.glob("dash/**/step00_baseline*/seed0/summary.json")
@@ -48,6 +49,7 @@ def test_final_metrics_are_in_the_offline_run_summary(offline_runs, sweep):
     assert offline_runs["deit_small"]["summary"]["paper_top1"] == 79.8   # a baseline's, from the paper's Table 1
 
 
+@pytest.mark.slow
 def test_dry_run_specification_reads_only_logged_keys_in_the_papers_order(offline_runs, sweep, tmp_path, capsys):
     main(["--entity", "me", "--group", "dash", "--dry-run", "--out", str(tmp_path / "spec.json"),
           "--check", str(sweep)])

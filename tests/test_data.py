@@ -98,6 +98,7 @@ def test_synthetic_classes_are_distinguishable() -> None:
 
 # --- transforms ------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_classic_and_modern_transforms() -> None:
     kinds = {}
     for recipe in ("classic", "modern"):
@@ -204,6 +205,7 @@ def test_folder_subsets_are_stratified_and_seeded(tmp_path: Path) -> None:
 
 # --- decoded cache ---------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_decoded_cache_serves_the_same_val_images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Val images from the cache are bit-identical to decoding each JPEG (the cache stores them at the val
     transform's resize size); train images come through the same transforms; the cache is built once."""
@@ -290,6 +292,7 @@ class LoadingProcess(torch.utils.data.Dataset):
         return np.full((2,), os.getpid()), index   # which process loaded the sample
 
 
+@pytest.mark.slow
 def test_batch_processes_load_a_batch_together_reproducibly(tmp_path: Path) -> None:
     """The pool splits each batch between this process and its own (`data.batch_processes`), and the augmented
     batch does not depend on how many processes share it: each image has its own seed from this process."""

@@ -39,12 +39,14 @@ def _assert_clean_failure(proc: subprocess.CompletedProcess, *needles: str) -> s
 
 
 # -- bad input on the command line: one clear line, non-zero exit, no traceback -----------------------
+@pytest.mark.slow
 def test_unknown_roadmap_step_lists_the_steps(tmp_path):
     proc = run_py("+roadmap=step08_nope", log_dir=tmp_path)
     _assert_clean_failure(proc, "step08_nope", "step00_baseline", "step07_separate_downsampling")
     assert not list(tmp_path.rglob("summary.json"))
 
 
+@pytest.mark.slow
 def test_bad_flag_is_one_clear_line_and_exit_code(tmp_path):
     needle = "model.kernel_size=4 is invalid: allowed an odd integer >= 3"
     out = _assert_clean_failure(run_py("+roadmap=step00_baseline", SMALL, "model.kernel_size=4", log_dir=tmp_path),
@@ -57,12 +59,14 @@ def test_bad_flag_is_one_clear_line_and_exit_code(tmp_path):
     assert not list(tmp_path.rglob("*.ckpt"))
 
 
+@pytest.mark.slow
 def test_full_traceback_on_request(tmp_path):
     proc = run_py("+roadmap=step00_baseline", "model.kernel_size=4", log_dir=tmp_path, env={"HYDRA_FULL_ERROR": "1"})
     assert proc.returncode != 0 and "Traceback" in proc.stderr
 
 
 # run.py is `run_job` behind @hydra.main (proven above): the other cases run in-process through it.
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides,needle", [
     (["model.stem=conv"], "model.stem='conv' is invalid: allowed 'resnet' | 'patchify'"),
     (["+roadmap=step00_baseline", "model.dw_position=top"], "model.dw_position='top' is invalid"),
@@ -86,6 +90,7 @@ def test_bad_input_is_one_logged_line(tiny_cfg, tmp_path, caplog, overrides, nee
     assert not list(tmp_path.rglob("*.ckpt"))
 
 
+@pytest.mark.slow
 def test_bad_image_in_a_loader_worker_is_one_clear_line(tiny_cfg, tmp_path, caplog):
     """A DataError raised in a DataLoader worker comes back multi-line; the log line keeps the worker's message."""
     folder = make_folder(tmp_path / "folder", per_class=2)
@@ -100,6 +105,7 @@ def test_bad_image_in_a_loader_worker_is_one_clear_line(tiny_cfg, tmp_path, capl
 
 
 # -- in-process: what train() refuses, keeps and records ----------------------------------------------
+@pytest.mark.slow
 def test_output_dir_not_writable(tiny_cfg, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")
@@ -107,6 +113,7 @@ def test_output_dir_not_writable(tiny_cfg, tmp_path):
         train(tiny_cfg(SMALL, f"paths.output_dir={blocker / 'run'}"))
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_at_once_and_keeps_last_good_checkpoint(tiny_cfg, tmp_path):
     cfg = tiny_cfg("+roadmap=step00_baseline", SMALL, "trainer.max_epochs=3",
                    "+callbacks.poison._target_=conftest.PoisonWeightsAtSecondEpoch")
@@ -120,6 +127,7 @@ def test_nan_loss_stops_at_once_and_keeps_last_good_checkpoint(tiny_cfg, tmp_pat
     assert s["status"] == "failed" and "NonFiniteLossError" in s["error"]
 
 
+@pytest.mark.slow
 def test_checkpoint_of_another_model_is_refused(tiny_cfg, tmp_path):
     first = tiny_cfg("+roadmap=step00_baseline", SMALL, f"paths.output_dir={tmp_path / 'a'}", "checkpoint=best")
     train(first)
@@ -168,6 +176,7 @@ def _fill_disk_at(monkeypatch, module, name: str, nth: int) -> None:
     monkeypatch.setattr(module, "atomic_file", atomic_file)
 
 
+@pytest.mark.slow
 def test_disk_full_during_a_checkpoint_is_one_line_and_the_last_one_stays(tiny_cfg, tmp_path, monkeypatch):
     cfg = tiny_cfg("+roadmap=step00_baseline", SMALL, "trainer.max_epochs=3")
     _fill_disk_at(monkeypatch, roadmap.checkpoints, LAST, nth=2)   # epoch 1's save succeeds, epoch 2's does not
@@ -183,6 +192,7 @@ def test_disk_full_during_a_checkpoint_is_one_line_and_the_last_one_stays(tiny_c
     assert json.loads((Path(cfg.paths.output_dir) / SUMMARY).read_text())["steps"] == 6
 
 
+@pytest.mark.slow
 def test_disk_full_during_the_summary_is_one_line_and_the_run_stays_resumable(tiny_cfg, tmp_path, monkeypatch,
                                                                            caplog):
     cfg = tiny_cfg("+roadmap=step00_baseline", SMALL)
@@ -195,6 +205,7 @@ def test_disk_full_during_the_summary_is_one_line_and_the_run_stays_resumable(ti
 
 
 # -- crash and resume: SIGKILL mid-epoch, rerun, same result -------------------------------------------
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_rerun_matches_uninterrupted(tmp_path):
     args = ["+roadmap=step00_baseline", "trainer.max_epochs=3", "trainer.limit_train_batches=6",
             "data.train_size=192"]
@@ -226,6 +237,7 @@ def test_sigkill_mid_epoch_then_rerun_matches_uninterrupted(tmp_path):
 
 
 # -- sweep isolation: one bad job does not take the others down ---------------------------------------
+@pytest.mark.slow
 def test_failing_sweep_job_is_isolated_and_reported(tmp_path):
     proc = run_py("-m", "+roadmap=step05_kernel7", SMALL, "model.kernel_size=3,4", "group=iso", log_dir=tmp_path)
     out = proc.stdout + proc.stderr

@@ -39,6 +39,7 @@ def _class_names() -> list[str]:
     return getattr(datamodule, "class_names", None) or [str(i) for i in range(datamodule.num_classes)]
 
 
+@pytest.mark.slow
 def test_eval_through_run_py_reproduces_the_runs_top1(trained, tmp_path):
     best = trained / CHECKPOINTS / BEST_WEIGHTS
     # quoted, as a run directory's path holds the '=' and ',' of its overrides
@@ -61,6 +62,7 @@ def test_eval_through_run_py_reproduces_the_runs_top1(trained, tmp_path):
     assert run_dirs(tmp_path) == ([], [])   # roadmap.report leaves evaluations out: they trained nothing
 
 
+@pytest.mark.slow
 def test_eval_is_never_skipped(trained, tmp_path):
     """ckpt_path is not part of the directory: a second evaluation there, of other weights, replaces the first."""
     state = torch.load(trained / CHECKPOINTS / BEST_WEIGHTS, weights_only=True)
@@ -79,6 +81,7 @@ def test_eval_is_never_skipped(trained, tmp_path):
     assert good["acc1"] == json.loads((trained / SUMMARY).read_text())["acc1"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides,needle", [
     ([], "eval_only=true needs ckpt_path=<the checkpoint or weights file to evaluate>"),
     (["ckpt_path=/no/such/best.pt"], "ckpt_path=/no/such/best.pt: no such file"),
@@ -94,6 +97,7 @@ def test_missing_or_unfitting_ckpt_path_is_one_line(trained, tiny_cfg, caplog, o
     assert s["status"] == "failed" and needle in s["error"]
 
 
+@pytest.mark.slow
 def test_ema_weights_are_kept_and_evaluated(tmp_path):
     """recipe.ema=true: best.pt keeps the EMA's weights beside the model's, and an evaluation scores both: the model's
     as the run scored them, the EMA's as the file holds them (here made to predict one class: its share of val)."""
@@ -118,6 +122,7 @@ def test_ema_weights_are_kept_and_evaluated(tmp_path):
     assert ev["acc1_ema"] == pytest.approx(100 * scored.count(common) / len(scored)) != ev["acc1"]
 
 
+@pytest.mark.slow
 def test_an_imagenet_subset_is_evaluated_by_class_name(tmp_path):
     """Per-class results on a wnid-named folder (Imagewoof's layout) are keyed by the breeds' names."""
     root = make_folder(tmp_path / "woof", classes=("n02086240", "n02087394", "n02088364"), per_class=4)

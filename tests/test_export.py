@@ -44,6 +44,7 @@ def _run_model(run_dir: Path, *overrides: str) -> torch.nn.Module:
     return model.eval()
 
 
+@pytest.mark.slow
 def test_export_round_trip_gives_the_runs_logits_and_class_names(trained, capsys):
     main([str(trained)])
     out = trained / EXPORT
@@ -71,6 +72,7 @@ def test_export_round_trip_gives_the_runs_logits_and_class_names(trained, capsys
     assert 'timm.create_model("local-dir:' in card and "push_to_hf_hub" in card
 
 
+@pytest.mark.slow
 def test_a_vit_baseline_exports_as_timms_own_model(tmp_path):
     """DeiT-S scaled to a quarter width: timm's deit with the run's embed_dim and heads, loadable by timm alone. The
     run record is written by the project's own writers (config, best checkpoint pruned to best.pt)."""
@@ -100,6 +102,7 @@ def _refusal(capsys, *argv: str) -> str:
     return message
 
 
+@pytest.mark.slow
 def test_what_cannot_be_exported_is_one_line(trained, tmp_path, capsys):
     assert "is not a run directory: it has no .hydra/config.yaml" in _refusal(capsys, str(tmp_path))
     message = _refusal(capsys, str(trained), "--weights", "last", "--out", str(tmp_path / "last"))

@@ -19,6 +19,7 @@ def _model(*overrides: str, num_classes: int = 1000) -> torch.nn.Module:
     return build_model(compose([*overrides, f"data.num_classes={num_classes}"]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("step", STEPS)
 def test_step_composes_builds_and_trains(step):
     cfg = compose([f"+roadmap={step}", "data.num_classes=7"])
@@ -41,12 +42,14 @@ def _paper_rows():
             yield row.step, ["+roadmap=step05_kernel7", f"model.kernel_size={k}"], row.gmacs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("row,overrides,gmacs", list(_paper_rows()), ids=lambda v: v if isinstance(v, str) else "")
 def test_gmacs_match_table10(row, overrides, gmacs):
     measured = profile(_model(*overrides), image_size=224)["gmacs"]
     assert measured == pytest.approx(gmacs, abs=0.05), f"{row}: {measured:.3f} GMACs vs paper {gmacs}"
 
 
+@pytest.mark.slow
 def test_step_configs_take_name_and_paper_numbers_from_table10():
     """A step's file names its row and nothing else of it; its name and published numbers are composed from the row."""
     paper = table10().set_index("step")
@@ -58,12 +61,14 @@ def test_step_configs_take_name_and_paper_numbers_from_table10():
         assert list(OmegaConf.load(CONF_DIR / "roadmap" / f"{step}.yaml").roadmap) == ["step"], step
 
 
+@pytest.mark.slow
 def test_recipe_flips_at_step01():
     assert compose(["+roadmap=step00_baseline"]).recipe.name == "classic"
     for step in STEPS[1:]:
         assert compose([f"+roadmap={step}"]).recipe.name == "modern", step
 
 
+@pytest.mark.slow
 def test_step00_is_torchvision_resnet50():
     torch.manual_seed(0)
     ours = _model("+roadmap=step00_baseline").eval()
@@ -75,6 +80,7 @@ def test_step00_is_torchvision_resnet50():
         assert (ours(x) - ref(x)).abs().max() <= 1e-4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides,timm_name,params", [
     (["+roadmap=step07_separate_downsampling"], "convnext_tiny", 28_589_128),
     (["model=convnext_tiny"], "convnext_tiny", 28_589_128),
@@ -96,6 +102,7 @@ def test_convnext_matches_timm(overrides, timm_name, params):
         assert (ours(x) - ref(x)).abs().max() <= 1e-4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides", [["+roadmap=step08_grn"], ["model=convnextv2_tiny"]])
 def test_step08_is_timms_convnextv2_tiny(overrides):
     """Step 08 = ConvNeXt V2-T: GRN on the 4x hidden features, no layer scale; same parameters, same logits."""
@@ -140,18 +147,21 @@ def test_bad_flag_through_config():
         _model("+roadmap=step05_kernel7", "model.kernel_size=8")
 
 
+@pytest.mark.slow
 def test_width_mult_scales_widths():
     small = _model("+roadmap=step07_separate_downsampling", "model.width_mult=0.25")
     assert small.num_features == 192
     assert profile(small)["gmacs"] < 0.1 * profile(_model("+roadmap=step07_separate_downsampling"))["gmacs"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, timm_name", list(roadmap_baselines().items()))
 def test_vit_baselines_at_full_width_are_timms(name, timm_name):
     ours = build_model(compose([f"model={name}", "data.image_size=224", "data.num_classes=1000"]))
     assert profile(ours)["params"] == profile(timm.create_model(timm_name))["params"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("baseline", list(roadmap_baselines()))
 def test_vit_baselines_match_step07_gmacs_at_the_cpu_replay_budget(baseline):
     """The paper compares models of equal FLOPs: width_mult scales the ViTs' GMACs as it scales ConvNeXt-T's."""
@@ -162,6 +172,7 @@ def test_vit_baselines_match_step07_gmacs_at_the_cpu_replay_budget(baseline):
     assert gmacs(f"baselines/{baseline}") == pytest.approx(gmacs("step07_separate_downsampling"), rel=0.15)
 
 
+@pytest.mark.slow
 def test_vit_width_mult_scales_heads_with_width():
     deit = build_model(compose(["model=deit_small", "model.width_mult=0.25", "data.image_size=64"]))
     assert (deit.embed_dim, deit.blocks[0].attn.num_heads) == (96, 2)   # 384 / 6 heads -> 96 / 2 heads
@@ -171,6 +182,7 @@ def test_vit_width_mult_scales_heads_with_width():
         build_model(compose(["model=deit_small", "model.width_mult=0"]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("baseline", list(roadmap_baselines()))
 def test_vit_baselines_run_at_the_smoke_budget(baseline):
     """The smallest budget (32 px, width x 0.25) still gives each baseline a token grid it can attend over."""
@@ -188,6 +200,7 @@ def test_baseline_overlays_name_their_runs():
         assert (cfg.roadmap.name, cfg.roadmap.paper_top1) == (name, None)   # Table 1's name; top-1 from the summary
 
 
+@pytest.mark.slow
 def test_vit_baselines_follow_image_size():
     for name in roadmap_baselines():
         cfg = compose([f"model={name}", "data.image_size=64", "data.num_classes=10"])

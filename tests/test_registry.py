@@ -28,6 +28,7 @@ def test_every_step_is_registered():
     assert timm.list_pretrained("roadmap_*") == [registry.cfg_name(step) for step in sorted(registry.PUBLISHED)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("step", STEPS)
 def test_create_model_is_the_builder(step):
     """`create_model(name, num_classes=10, width_mult=0.25, drop_path_rate=0.1)`: the same seed gives the same tensors
@@ -53,6 +54,7 @@ def test_defaults_are_the_steps_at_imagenet_size():
     assert ours.stages[1][1].drop_path.drop_prob > 0   # the step's stochastic depth (recipe.drop_path_rate)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("step", STEPS)
 def test_pretrained_cfg_is_how_the_step_evaluates(step):
     """Without published weights: ImageNet at the data config's size and crop, the step's recipe's interpolation
@@ -98,6 +100,7 @@ def torchvision_cache(tmp_path, monkeypatch) -> torchvision.models.ResNet:
     return ref
 
 
+@pytest.mark.slow
 def test_pretrained_true_loads_the_published_weights(torchvision_cache):
     """torchvision's ResNet-50 through the parity tests' converter into step 01 (its layer scales at 1): the same
     logits."""
@@ -106,6 +109,7 @@ def test_pretrained_true_loads_the_published_weights(torchvision_cache):
         torch.testing.assert_close(ours(X), torchvision_cache(X), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_pretrained_true_adapts_as_timm_does(torchvision_cache):
     """Another class count and input channels: a fresh classifier, the stem summed over the colours; no classifier:
     the pooled features; and a `features_only` backbone with the published weights."""
@@ -154,6 +158,7 @@ def test_composing_a_step_keeps_the_callers_hydra_config():
     assert HydraConfig.instance().cfg is before and cfg.name == "step02_macro_design"
 
 
+@pytest.mark.slow
 def test_import_roadmap_loads_no_torch_and_registers_when_timm_loads():
     """`import roadmap` stays light (run.py --help); the steps are timm models as soon as timm is imported."""
     code = ("import sys, roadmap; light = 'torch' not in sys.modules; import timm; "

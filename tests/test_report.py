@@ -213,6 +213,7 @@ def test_chart_is_a_real_image(report):
     assert image[..., :3].std() > 0.01
 
 
+@pytest.mark.slow
 def test_cli(sweeps, tmp_path):
     out = tmp_path / "cli"
     done = subprocess.run([sys.executable, "-m", "roadmap.report", *map(str, sweeps), "--out", str(out),
@@ -224,6 +225,7 @@ def test_cli(sweeps, tmp_path):
     assert done.stdout.splitlines()[-1] == f"wrote {written}"
 
 
+@pytest.mark.slow
 def test_wandb_offline_run(sweeps, report, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))

@@ -13,6 +13,7 @@ from conftest import REPO
 STUDIES = sorted(p.parent for p in (REPO / "results").glob("*/runs"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("study", STUDIES, ids=[s.name for s in STUDIES])
 def test_committed_table_regenerates_from_committed_runs(study: Path, tmp_path: Path, monkeypatch):
     """Byte for byte, the Markdown too (under the title its first line gives, read from the path it names)."""

@@ -54,6 +54,7 @@ def _step(ckpt: Path) -> int:
 
 
 # -- one directory per configuration ---------------------------------------------------------------------------
+@pytest.mark.slow
 def test_another_model_gets_its_own_directory(tmp_path):
     first = run_py("+roadmap=step00_baseline", SMALL, log_dir=tmp_path)
     second = run_py("+roadmap=step00_baseline", "model=convnext_tiny", SMALL, log_dir=tmp_path)
@@ -64,6 +65,7 @@ def test_another_model_gets_its_own_directory(tmp_path):
     assert len({s["run_dir"] for s in summaries}) == 2
 
 
+@pytest.mark.slow
 def test_finished_run_of_another_configuration_is_refused_by_name(tiny_cfg, tmp_path):
     """Same directory, different config (a YAML edit, or a key the directory name leaves out): one line naming
     the keys, and the finished run stays as it was. Keys that only say where or how fast (loader processes)
@@ -80,6 +82,7 @@ def test_finished_run_of_another_configuration_is_refused_by_name(tiny_cfg, tmp_
     assert (run / SUMMARY).read_text() == before
 
 
+@pytest.mark.slow
 def test_a_run_recorded_before_a_key_existed_is_the_same_run_at_its_neutral_value(tiny_cfg, tmp_path):
     """Upgrading roadmap adds config keys: a finished run whose record predates them is still skipped when the
     new keys are at the values that train what it trained (`ADDED_KEYS`), and refused when they are not."""
@@ -100,6 +103,7 @@ def test_a_run_recorded_before_a_key_existed_is_the_same_run_at_its_neutral_valu
 
 
 # -- one writer per directory ----------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_directory_in_use_is_refused_in_one_line_and_left_untouched(tmp_path):
     args = ["+roadmap=step00_baseline", SMALL]
     assert run_py(*args, log_dir=tmp_path).returncode == 0
@@ -114,6 +118,7 @@ def test_a_directory_in_use_is_refused_in_one_line_and_left_untouched(tmp_path):
     assert after == before and not (run_dir / SUPERSEDED).exists()   # not its config, log or summary; nothing moved
 
 
+@pytest.mark.slow
 def test_a_lock_left_by_a_killed_process_is_not_stale(tiny_cfg, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
@@ -123,6 +128,7 @@ def test_a_lock_left_by_a_killed_process_is_not_stale(tiny_cfg, tmp_path):
 
 
 # -- preemption ------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_sigterm_checkpoints_now_records_interrupted_and_resumes(tiny_cfg, tmp_path):
     """SIGTERM before step `batch` of epoch 2 (of 3, 4 steps each): a checkpoint of the steps done, status
     interrupted, and the rerun completes the same 12 steps. Lightning restarts the interrupted epoch's loader,
@@ -142,6 +148,7 @@ def test_sigterm_checkpoints_now_records_interrupted_and_resumes(tiny_cfg, tmp_p
         assert [(r["epoch"], r["step"]) for r in read_history(out)] == [(1, 4), (2, 8), (3, 12)]
 
 
+@pytest.mark.slow
 def test_sigterm_to_the_command_exits_nonzero(tmp_path):
     args = ["+roadmap=step00_baseline", "trainer.max_epochs=3", "trainer.limit_train_batches=6",
             "data.train_size=192"]
@@ -159,6 +166,7 @@ def test_sigterm_to_the_command_exits_nonzero(tmp_path):
     assert _summary(summary.parent)["status"] == "interrupted" and "Traceback" not in out, out
 
 
+@pytest.mark.slow
 def test_a_signal_to_a_parallel_sweep_reaches_every_job_and_the_rerun_resumes_them(tmp_path):
     """SIGTERM to the command of a joblib sweep (as Docker sends it): each worker's job checkpoints mid-epoch,
     records interrupted and exits, the command closes with their lines, no worker outlives it, and the same
@@ -188,6 +196,7 @@ def test_a_signal_to_a_parallel_sweep_reaches_every_job_and_the_rerun_resumes_th
 
 
 # -- torn checkpoints ------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_torn_last_checkpoint_falls_back_to_the_previous_one(tiny_cfg, tmp_path, caplog):
     run = ["+roadmap=step00_baseline", SMALL, "trainer.max_epochs=3"]
     for name in ("one_torn", "both_torn"):
@@ -209,6 +218,7 @@ def test_a_torn_last_checkpoint_falls_back_to_the_previous_one(tiny_cfg, tmp_pat
     assert "cannot be read" in str(info.value) and "force=true" in str(info.value) and "\n" not in str(info.value)
 
 
+@pytest.mark.slow
 def test_an_unreadable_summary_is_named_and_the_run_resumes(tiny_cfg, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="roadmap")
     run = ["+roadmap=step00_baseline", SMALL, "trainer.max_epochs=2"]
@@ -224,6 +234,7 @@ def test_an_unreadable_summary_is_named_and_the_run_resumes(tiny_cfg, tmp_path, 
 
 
 # -- what a run keeps -----------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_checkpoint_policy_keeps_what_it_says_and_records_it(tiny_cfg, tmp_path):
     for policy, kept in (("resume", [BEST_WEIGHTS]), ("best", [BEST]), ("none", [])):
         cfg = tiny_cfg("+roadmap=step00_baseline", SMALL, f"checkpoint={policy}",
@@ -243,6 +254,7 @@ def test_checkpoint_policy_keeps_what_it_says_and_records_it(tiny_cfg, tmp_path)
 
 
 # -- the exit code ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_failures_under_the_joblib_launcher_set_the_exit_code(tmp_path):
     """Jobs run in worker processes the command never sees into; their recorded outcomes still decide."""
     proc = run_py("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "+roadmap=step05_kernel7", SMALL,
@@ -253,6 +265,7 @@ def test_failures_under_the_joblib_launcher_set_the_exit_code(tmp_path):
 
 
 # -- config that does what it says -----------------------------------------------------------------------------
+@pytest.mark.slow
 def test_recipe_drop_path_under_a_model_with_its_own_is_refused(tiny_cfg):
     with pytest.raises(RunError, match=r"recipe.drop_path_rate=0.2 has no effect: .*model.drop_path_rate=0.4"):
         train(tiny_cfg("model=convnext_small", "recipe=modern", "recipe.drop_path_rate=0.2"))
@@ -297,6 +310,7 @@ def _run_dirs(*overrides: str) -> tuple[Path, Path]:
     return Path(cfg.hydra.run.dir), Path(cfg.hydra.sweep.dir) / cfg.hydra.sweep.subdir
 
 
+@pytest.mark.slow
 def test_two_budgets_never_share_a_run_directory():
     default, _ = _run_dirs()
     smoke, smoke_swept = _run_dirs("+budget=smoke")
@@ -358,6 +372,7 @@ def _changed(value):
             else 2 if value in ("auto", None) else f"'{value}x'")
 
 
+@pytest.mark.slow
 def test_a_key_of_a_runtime_kind_leaves_the_directory_and_the_fingerprint():
     """Every runtime key of the typed groups (schema metadata), set to another value, is the same run: same
     directory, same flat config. A budget key and a design key each make another run, in another directory."""
@@ -396,6 +411,7 @@ def test_every_key_has_one_kind():
 COMMITTED = sorted(p.parent for p in (REPO / "results").glob("*/runs/**/" + SUMMARY))
 
 
+@pytest.mark.slow
 def test_committed_runs_keep_their_directory_and_their_fingerprint():
     """Each row of a committed study, composed again from its first run's recorded overrides, lands in the
     directory that run was exported from and trains what it recorded (`same_run`): its rerun is skipped, never

@@ -32,6 +32,7 @@ def _run(log_dir, *extra):
     return json.loads(summary.read_text())
 
 
+@pytest.mark.slow
 def test_two_process_ddp_matches_single_process(tmp_path):
     single = _run(tmp_path / "single", "trainer.devices=1")
     ddp = _run(tmp_path / "ddp", "trainer.devices=2", "trainer.strategy=ddp")
@@ -40,6 +41,7 @@ def test_two_process_ddp_matches_single_process(tmp_path):
         assert abs(ddp[key] - single[key]) < 1e-4, (key, ddp[key], single[key])
 
 
+@pytest.mark.slow
 @pytest.mark.slurm
 def test_a_two_task_slurm_job_reduces_metrics_across_ranks(tmp_path):
     """tasks_per_node=2: srun starts both ranks (Lightning's SLURM environment, gloo); rank 0 alone writes the

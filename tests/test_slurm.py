@@ -32,6 +32,7 @@ def _quiet(out: str, log_dir: Path) -> None:
     assert not list(log_dir.rglob("hpc_ckpt_*")), "Lightning's own SLURM checkpoint"
 
 
+@pytest.mark.slow
 def test_a_sweep_through_slurm_finishes_both_jobs(tmp_path):
     proc = run_py("-m", *SLURM, "+roadmap=step00_baseline,step07_separate_downsampling", SMALL, log_dir=tmp_path)
     out = proc.stdout + proc.stderr
@@ -42,6 +43,7 @@ def test_a_sweep_through_slurm_finishes_both_jobs(tmp_path):
     _quiet(out, tmp_path)
 
 
+@pytest.mark.slow
 def test_a_failing_slurm_job_fails_the_command(tmp_path):
     proc = run_py("-m", *SLURM, "+roadmap=step05_kernel7", "model.kernel_size=4", SMALL, log_dir=tmp_path)
     out = proc.stdout + proc.stderr
@@ -51,6 +53,7 @@ def test_a_failing_slurm_job_fails_the_command(tmp_path):
     _quiet(out, tmp_path)
 
 
+@pytest.mark.slow
 def test_a_preempted_slurm_job_checkpoints_is_requeued_and_finishes(tmp_path):
     """`scontrol requeue` (what a preemption with PreemptMode=REQUEUE does): SIGTERM mid-epoch 2 of 3, the
     checkpoint of the 5 steps done, SLURM's requeue, and the requeued job resumes to the 12 steps of a whole run."""

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 from matplotlib.image import imread
 
 from roadmap.report import write_report
@@ -13,6 +14,7 @@ from roadmap.report import write_report
 from conftest import REPO, TINY
 
 
+@pytest.mark.slow
 def test_tiny_multirun_then_report(tmp_path):
     env = {**os.environ, "ROADMAP_OUTPUT_DIR": str(tmp_path)}   # where the command's launch file goes
     proc = subprocess.run(

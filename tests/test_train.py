@@ -32,6 +32,7 @@ def _summary(cfg) -> dict:
     return json.loads((Path(cfg.paths.output_dir) / "summary.json").read_text())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("step", ["step00_baseline", "step05_kernel7", "step07_separate_downsampling"])
 def test_steps_train_end_to_end(tiny_cfg, step, caplog):
     cfg = tiny_cfg(f"+roadmap={step}", SMALL)
@@ -57,6 +58,7 @@ def _fit_one_batch(cfg) -> Classifier:
     return module
 
 
+@pytest.mark.slow
 def test_classic_recipe_wiring(tiny_cfg):
     module = _fit_one_batch(tiny_cfg("+roadmap=step00_baseline", SMALL))
     opt = module.trainer.optimizers[0]
@@ -70,6 +72,7 @@ def test_classic_recipe_wiring(tiny_cfg):
     _check_no_decay_on_norms_and_biases(opt, 1e-4)
 
 
+@pytest.mark.slow
 def test_modern_recipe_wiring(tiny_cfg):
     module = _fit_one_batch(tiny_cfg("+roadmap=step07_separate_downsampling", SMALL))
     opt = module.trainer.optimizers[0]
@@ -84,6 +87,7 @@ def test_modern_recipe_wiring(tiny_cfg):
     _check_no_decay_on_norms_and_biases(opt, 0.05)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scaling, factor", [("linear", 16 / 4096), ("sqrt", (16 / 4096) ** 0.5), ("none", 1.0)])
 def test_lr_scaling_rules(tiny_cfg, scaling, factor):
     module = _fit_one_batch(tiny_cfg("+roadmap=step07_separate_downsampling", SMALL, f"recipe.lr_scaling={scaling}"))
@@ -106,6 +110,7 @@ def test_precision_auto(tiny_cfg, monkeypatch, gpu, native, precision):
     assert resolve_precision(tiny_cfg("trainer.precision=32-true")) == "32-true"
 
 
+@pytest.mark.slow
 def test_precision_is_recorded(tiny_cfg):
     cfg = tiny_cfg("+roadmap=step00_baseline", SMALL, "trainer.precision=bf16-mixed")
     train(cfg)
@@ -119,6 +124,7 @@ def _check_no_decay_on_norms_and_biases(opt, wd):
         assert all((p.ndim <= 1) == (g["weight_decay"] == 0.0) for p in g["params"])
 
 
+@pytest.mark.slow
 def test_grn_parameters_get_no_weight_decay(tiny_cfg):
     """Step 08: GRN's gamma/beta stay out of weight decay, as the ConvNeXt V2 authors advise."""
     module = _fit_one_batch(tiny_cfg("+roadmap=step08_grn", SMALL))
@@ -129,6 +135,7 @@ def test_grn_parameters_get_no_weight_decay(tiny_cfg):
     _check_no_decay_on_norms_and_biases(opt, 0.05)
 
 
+@pytest.mark.slow
 def test_finetune_recipe_decays_lr_by_layer_as_the_convnext_code_groups_them(tiny_cfg):
     """ConvNeXt-T under recipe=finetune: stem, stage 0, stage 1, stage 2 in threes of blocks (its downsampling
     with the first three), stage 3, head: 8 groups, lr x 0.7^(7 - group); no mixup or cutmix."""
@@ -144,6 +151,7 @@ def test_finetune_recipe_decays_lr_by_layer_as_the_convnext_code_groups_them(tin
     _check_no_decay_on_norms_and_biases(opt, 1e-8)
 
 
+@pytest.mark.slow
 def test_a_run_measures_its_own_efficiency(tiny_cfg):
     """trainer.efficiency=true: the model alone is timed after training, in the same process."""
     cfg = tiny_cfg("+roadmap=step07_separate_downsampling", SMALL, "trainer.efficiency=true")
@@ -154,6 +162,7 @@ def test_a_run_measures_its_own_efficiency(tiny_cfg):
     assert "trainer.efficiency" not in s["config"]   # how a run is timed is not what it trains
 
 
+@pytest.mark.slow
 def test_grad_checkpointing_trains_the_same_run(tiny_cfg, tmp_path, monkeypatch):
     """trainer.grad_checkpointing=true checkpoints the blocks while training; the run trains to the same numbers
     (BatchNorm statistics included) under the same fingerprint: how a run fits in memory is not what it trains."""
@@ -171,6 +180,7 @@ def test_grad_checkpointing_trains_the_same_run(tiny_cfg, tmp_path, monkeypatch)
     assert (runs[0]["acc1"], runs[0]["val_loss"]) == (runs[1]["acc1"], runs[1]["val_loss"])
 
 
+@pytest.mark.slow
 def test_schedule_is_compressed_to_the_run(tiny_cfg):
     """300-epoch recipe with 20 warmup epochs, run for 3 epochs: warmup is 1/15 of the run, then cosine."""
     cfg = tiny_cfg("+roadmap=step01_modern_training", SMALL, "trainer.max_epochs=3", "trainer.limit_train_batches=5")
@@ -182,6 +192,7 @@ def test_schedule_is_compressed_to_the_run(tiny_cfg):
     assert sched.warmup_t == round(20 / 300 * 15) == 1 and sched.t_initial == 14
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [0, 1])
 def test_resume_matches_uninterrupted_run(tiny_cfg, tmp_path, workers):
     run = ["+roadmap=step07_separate_downsampling", SMALL, "trainer.max_epochs=2", f"data.num_workers={workers}"]
@@ -206,6 +217,7 @@ def test_resume_matches_uninterrupted_run(tiny_cfg, tmp_path, workers):
         assert row_b == pytest.approx(row_a, abs=1e-5)
 
 
+@pytest.mark.slow
 def test_history_holds_each_epochs_curve(tiny_cfg):
     cfg = tiny_cfg("+roadmap=step01_modern_training", SMALL, "trainer.max_epochs=3", "recipe.ema=true")
     train(cfg)
@@ -218,6 +230,7 @@ def test_history_holds_each_epochs_curve(tiny_cfg):
     assert all(r["train_loss"] > 0 for r in rows) and len({r["train_loss"] for r in rows}) == 3
 
 
+@pytest.mark.slow
 def test_finished_run_is_skipped_and_force_starts_over(tiny_cfg, tmp_path):
     cfg = tiny_cfg("+roadmap=step00_baseline", SMALL)
     train(cfg)
@@ -229,6 +242,7 @@ def test_finished_run_is_skipped_and_force_starts_over(tiny_cfg, tmp_path):
     assert len(superseded) == 1 and json.loads(superseded[0].read_text()) == first
 
 
+@pytest.mark.slow
 def test_wandb_offline_run_records_metrics(tiny_cfg, monkeypatch, capfd):
     import wandb
 
@@ -250,6 +264,7 @@ def test_wandb_offline_run_records_metrics(tiny_cfg, monkeypatch, capfd):
     assert "anonymous setting" not in capfd.readouterr().err   # Lightning's anonymous=None is not passed on
 
 
+@pytest.mark.slow
 @pytest.mark.data
 def test_real_imagewoof_slice(tiny_cfg, data_cache):
     archive = imagewoof_archive()
@@ -274,6 +289,7 @@ import {module}
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", ["run, roadmap.train", "roadmap.bench"])   # run.py loads torch with its job
 @pytest.mark.parametrize("env, expected", [(None, "10000"), ("500", "500")])
 def test_torch_loads_libgomp_with_a_short_spin(module, env, expected):

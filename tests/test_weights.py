@@ -37,6 +37,7 @@ def _sha(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("step", ["model=resnet50", "+roadmap=step01_modern_training"])
 def test_torchvision_file_gives_its_logits(tmp_path, step):
     """Step 01 adds layer scale, which torchvision's weights lack: it loads as 1, so the function is the same."""
@@ -51,6 +52,7 @@ def test_torchvision_file_gives_its_logits(tmp_path, step):
         torch.testing.assert_close(ours.eval()(X), ref(X), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,overrides", [("convnext_tiny", ["model=convnext_tiny"]),
                                             ("convnextv2_tiny", ["+roadmap=step08_grn"])])
 def test_timm_convnext_safetensors_gives_its_logits(tmp_path, name, overrides):
@@ -68,6 +70,7 @@ def test_timm_convnext_safetensors_gives_its_logits(tmp_path, name, overrides):
         torch.testing.assert_close(ours.eval()(X), ref(X), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model,timm_name,image_size", [("deit_small", "deit_small_patch16_224", 224),
                                                         ("mobilenetv2_100", "mobilenetv2_100", 64)])
 def test_timm_model_file_gives_its_logits(tmp_path, model, timm_name, image_size):
@@ -87,6 +90,7 @@ def test_mobilenetv2_is_the_dog_reports_baseline():
     assert sum(p.numel() for p in ours.parameters()) == 3_504_872
 
 
+@pytest.mark.slow
 def test_head_is_reset_for_another_class_count(tmp_path):
     torch.manual_seed(0)
     ref = _randomise_norm_stats(torchvision.models.resnet50()).eval()
@@ -105,6 +109,7 @@ def test_head_is_reset_for_another_class_count(tmp_path):
         load_weights(ours, path, reset_head=False, field="ckpt_path")
 
 
+@pytest.mark.slow
 def test_our_checkpoint_loads_and_a_wrong_width_is_one_line(tmp_path):
     """A Lightning checkpoint of the Classifier (keys model.*) loads into the bare model; another width cannot."""
     source = _ours("+roadmap=step07_separate_downsampling", "model.width_mult=0.25")
@@ -126,6 +131,7 @@ def test_published_weights_are_refused_for_unpublished_architectures():
         load_pretrained(_ours("+roadmap=step03_resnextify"), True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["resnet50", "deit_small"])
 def test_unreachable_published_weights_are_one_line(tmp_path, model):
     """No network (a proxy that refuses) and empty caches: the run fails in one line saying what to fetch."""
