@@ -28,7 +28,7 @@ def resolve_precision(cfg: DictConfig) -> str:
 
 def resolve_channels_last(cfg: DictConfig) -> bool:
     """trainer.channels_last, with auto: on with a GPU (tensor cores) or with oneDNN on the CPU, whose NHWC
-    kernels are faster at every precision measured; off where neither is available."""
+    kernels were faster or even in every case measured; off where neither is available."""
     if cfg.trainer.channels_last != "auto":
         return bool(cfg.trainer.channels_last)
     return gpu_requested(cfg) or torch.backends.mkldnn.is_available()
