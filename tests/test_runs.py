@@ -425,7 +425,8 @@ def test_committed_runs_keep_their_directory_and_their_fingerprint():
         run, recorded = runs[0], _summary(runs[0])
         subdir, flat = _job(*OmegaConf.to_container(OmegaConf.load(run / ".hydra" / "overrides.yaml")))
         exported = run.relative_to(next(p for p in run.parents if p.name == "runs"))
-        assert Path(subdir.partition("budget=")[2].partition("/")[2] or subdir) == exported, run
+        # runs exported before run paths named their budget lack its folder
+        assert exported in (Path(subdir), Path(subdir.partition("budget=")[2].partition("/")[2] or subdir)), run
         if "config" in recorded:   # recorded before runs kept their config: nothing to compare
             assert same_run(recorded["config"], flat), (run, config_diff(recorded["config"], flat))
             compared += 1
