@@ -79,16 +79,23 @@ def register_resolvers() -> None:
             OmegaConf.register_new_resolver(name, fn)
 
 
+def compose_with_hydra(overrides: Sequence[str] = ()) -> DictConfig:
+    """conf/config.yaml composed with command-line style overrides, its `hydra` node kept (run and sweep
+    directories, the help page) and set as the current HydraConfig, so `${hydra:...}` interpolations resolve."""
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = hydra_compose("config", overrides=list(overrides), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
 def compose(overrides: Sequence[str] = ()) -> DictConfig:
     """Compose conf/config.yaml with command-line style overrides, e.g. ['+roadmap=step05_kernel7'].
 
     As under `python run.py`, `${hydra:...}` interpolations resolve (e.g. the chosen model config);
     set `paths.output_dir` yourself, since no run directory is created.
     """
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = hydra_compose("config", overrides=list(overrides), return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
+    cfg = compose_with_hydra(overrides)
     with open_dict(cfg):
         del cfg["hydra"]
     return cfg
@@ -98,8 +105,4 @@ def help_page(overrides: Sequence[str] = ()) -> str:
     """What `python run.py --help` prints: conf/hydra/help/'s template over the composed config. Hydra's own --help
     first lists every config group's options for $APP_CONFIG_GROUPS, which the template does not use: that was 6.3
     of its 7.7 s under a profiler."""
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = hydra_compose("config", overrides=list(overrides), return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    return string.Template(cfg.hydra.help.template).safe_substitute()
+    return string.Template(compose_with_hydra(overrides).hydra.help.template).safe_substitute()

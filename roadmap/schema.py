@@ -110,7 +110,7 @@ def source_parameters(target: str) -> list[tuple[str, Any, Any]]:
             for arg, default in [*zip(positional, defaults), *zip(args.kwonlyargs, args.kw_defaults)]]
 
 
-def signature_schema(name: str, target: str, kind: str, kinds: Mapping[str, str] = {}, added: Sequence[str] = (),
+def signature_schema(name: str, target: str, kind: str, kinds: Mapping[str, str] | None = None, added: Sequence[str] = (),
                      required: Sequence[str] = (), extra: Sequence[tuple[str, Any, Any]] = ()) -> type:
     """A dataclass with the keyword parameters of `target` (a dotted path: types and defaults from its signature),
     `_target_` and the `extra` (name, type, field) keys the job reads beside them; the `required` ones have no
@@ -120,7 +120,7 @@ def signature_schema(name: str, target: str, kind: str, kinds: Mapping[str, str]
     for param, annotation, default in source_parameters(target):
         default = MISSING if param in required else default
         fields.append((param, _field_type(annotation),
-                       keyed(kinds.get(param, kind), default, added=param in added)))
+                       keyed((kinds or {}).get(param, kind), default, added=param in added)))
     return make_dataclass(name, [*fields, *extra], namespace={"KIND": kind})
 
 

@@ -19,9 +19,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from hydra import compose as hydra_compose
-from hydra import initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from omegaconf import OmegaConf, open_dict
 
@@ -30,7 +27,7 @@ import roadmap.report
 import roadmap.train
 import roadmap.trainer
 from roadmap import build_model, compose
-from roadmap.config import CONF_DIR, register_resolvers
+from roadmap.config import CONF_DIR, compose_with_hydra
 from roadmap.data import ImageDataModule, transforms
 from roadmap.models import RoadmapNet
 from roadmap import schema
@@ -303,10 +300,7 @@ def test_schemas_read_from_source_are_the_builders_signatures(schema, builder):
 
 def _run_dirs(*overrides: str) -> tuple[Path, Path]:
     """The directory Hydra gives a job of these overrides, run alone and as a sweep's job."""
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = hydra_compose("config", overrides=list(overrides), return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
+    cfg = compose_with_hydra(overrides)
     return Path(cfg.hydra.run.dir), Path(cfg.hydra.sweep.dir) / cfg.hydra.sweep.subdir
 
 
@@ -356,10 +350,7 @@ def test_the_house_reads_top_down():
 # -- each key's kind, declared once (roadmap.schema) -----------------------------------------------------------
 def _job(*overrides: str) -> tuple[str, dict]:
     """A job's directory below its study (Hydra's sweep subdir) and its flat config, what the fingerprint hashes."""
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = hydra_compose("config", overrides=list(overrides), return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
+    cfg = compose_with_hydra(overrides)
     subdir = cfg.hydra.sweep.subdir
     with open_dict(cfg):
         del cfg["hydra"]
