@@ -3,6 +3,9 @@ paper's, so a reader sees at a glance at which budget a sign comes back. A Δ is
 of one setting (`roadmap.report.setting_of`), paired by seed; nothing is compared across budgets or datasets."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -71,10 +74,12 @@ def budget_figure(table: pd.DataFrame, title: str) -> Figure:
     ax.scatter(table["paper_delta"], y, marker="|", s=220, color="black", linewidths=2, label="paper (ImageNet-1K)",
                zorder=3)
     offsets = np.linspace(-0.25, 0.25, len(settings)) if len(settings) > 1 else [0.0]
-    for s, dy, color in zip(settings, offsets, ("tab:orange", "tab:green", "tab:purple", "tab:red", "tab:brown")):
+    common, labels = _distinct(settings)
+    for s, label, dy, color in zip(settings, labels, offsets,
+                                   ("tab:orange", "tab:green", "tab:purple", "tab:red", "tab:brown")):
         has = table[f"n@{s}"].notna().to_numpy()
         ax.errorbar(table[f"delta@{s}"][has], y[has] + dy, xerr=table[f"ci95@{s}"][has].fillna(0), fmt="o",
-                    color=color, capsize=3, ms=4, label=s)
+                    color=color, capsize=3, ms=4, label=label)
     subs = np.flatnonzero((table["kind"] == "sub").to_numpy())
     if subs.size and subs[0] > 0:
         ax.axhline(subs[0] - 0.5, color="gray", lw=0.8)
@@ -82,14 +87,15 @@ def budget_figure(table: pd.DataFrame, title: str) -> Figure:
     ax.set_ylim(len(table) - 0.5, -0.5)
     ax.set_xlabel("Δ top-1 over the previous row (points): mean over seeds, paired 95 % CI")
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.2 / max(len(table), 1)), ncol=len(settings) + 1,
-              fontsize=8, frameon=False)
+    fig.legend(loc="outside lower center", ncol=min(len(settings) + 1, 4), fontsize=8, frameon=False,
+               title=f"setting ({common})" if common else "setting", title_fontsize=8)
     fig.suptitle(title)
     return fig
 
 
-def budget_markdown(table: pd.DataFrame, title: str) -> str:
-    """The table with one 'Δ [CI] ✓/✗' cell per setting, and the agreement count under it."""
+def budget_markdown(table: pd.DataFrame, title: str, dirs: Sequence[str | Path], metric: str) -> str:
+    """The table with one 'Δ [CI] ✓/✗' cell per setting, and the agreement count under it; it names the run
+    folders it was read from, so that it can be regenerated from them."""
     settings = [c.removeprefix("n@") for c in table if c.startswith("n@")]
 
     def cell(r: pd.Series, s: str) -> str:
@@ -103,6 +109,7 @@ def budget_markdown(table: pd.DataFrame, title: str) -> str:
     agree = agreement(table)
     return "\n".join([
         f"# {title}", "",
+        f"Read from: {', '.join(f'`{d}`' for d in dirs)}. Metric: `{metric}` (%).", "",
         "Each cell: Δ top-1 (points) over the previous row at that setting, mean over the seeds both rows have, "
         "[its paired 95 % interval], ✓ when its sign is the paper's, and the number of seed pairs. No Δ is taken "
         "across settings.", "",
@@ -110,6 +117,14 @@ def budget_markdown(table: pd.DataFrame, title: str) -> str:
         "Main transitions with the paper's sign:", "",
         *(f"- {r.setting}: {r.main_agree} of {r.main_measured} measured" for r in agree.itertuples()), "",
     ])
+
+
+def _distinct(settings: list[str]) -> tuple[str, list[str]]:
+    """What all settings share, and what sets each apart: a legend reads 'bf16-mixed' and '32-true' under
+    'cpu_replay: imagenette 64px 6ep w0.25 b64', not two labels 60 characters long that differ at the end."""
+    words = [s.split() for s in settings]
+    shared = [w for w in words[0] if all(w in other for other in words)] if len(settings) > 1 else []
+    return " ".join(shared), [" ".join(w for w in ws if w not in shared) for ws in words]
 
 
 def _label(a: str, b: str) -> str:

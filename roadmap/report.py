@@ -353,14 +353,15 @@ def _joined(values: pd.Series) -> str:
 
 def write_report(dirs: Sequence[str | Path], out: str | Path, metric: str = "acc1",
                  title: str | None = None, to_wandb: bool = False, bench: str | Path | None = None,
-                 setting: str | None = None) -> dict[str, Path]:
+                 setting: str | None = None, budgets_only: bool = False) -> dict[str, Path]:
     """Write trajectory.csv, trajectory.md and trajectory.png (and curves.png, where runs kept a history) under
     `out` for the runs under `dirs`; with a `bench` CSV, add each row's job efficiency; with `to_wandb`, also log
     the table and chart (see `log_to_wandb`) under the runs' group.
 
     Runs of several settings (`setting_of`: budget, data, size, epochs, width, batch, precision) are never
     compared: each setting gets its own report in `out/<setting>/`, and `out` the cross-budget table
-    (`roadmap.budgets`: budgets.{csv,md,png}), whose keys the returned paths then name; `setting` keeps one."""
+    (`roadmap.budgets`: budgets.{csv,md,png}), whose keys the returned paths then name; `setting` keeps one.
+    `budgets_only` writes the cross-budget table alone, for studies whose own reports lie beside their runs."""
     runs = load_runs(dirs)
     if runs.empty:
         raise FileNotFoundError(f"no runs under {', '.join(map(str, dirs))}")
@@ -371,6 +372,8 @@ def write_report(dirs: Sequence[str | Path], out: str | Path, metric: str = "acc
                              f"settings: {'; '.join(map(repr, settings))}")
         runs, settings = runs[runs["setting"] == setting], [setting]
     out = Path(out)
+    if budgets_only:
+        return _write_budgets(runs, out, dirs, metric, title)
     if len(settings) == 1:
         return _write_study(runs, out, dirs, metric, title, to_wandb, bench)
     paths = {}
@@ -378,7 +381,7 @@ def write_report(dirs: Sequence[str | Path], out: str | Path, metric: str = "acc
         study = _write_study(runs[runs["setting"] == s], out / _slug(s), dirs, metric,
                              f"{title or DEFAULT_TITLE} — {s}", to_wandb, bench)
         paths |= {f"{s}:{kind}": path for kind, path in study.items()}
-    return {**_write_budgets(runs, out, metric, title), **paths}
+    return {**_write_budgets(runs, out, dirs, metric, title), **paths}
 
 
 def _write_study(runs: pd.DataFrame, out: Path, dirs: Sequence[str | Path], metric: str, title: str | None,
@@ -405,14 +408,15 @@ def _write_study(runs: pd.DataFrame, out: Path, dirs: Sequence[str | Path], metr
     return paths
 
 
-def _write_budgets(runs: pd.DataFrame, out: Path, metric: str, title: str | None) -> dict[str, Path]:
+def _write_budgets(runs: pd.DataFrame, out: Path, dirs: Sequence[str | Path], metric: str,
+                   title: str | None) -> dict[str, Path]:
     """The cross-budget table (`roadmap.budgets`) of runs of several settings."""
     table = budget_table(runs, metric)
     title = title or "Roadmap transitions by budget: measured Δ beside the paper's"
     out.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out / "budgets.csv", "md": out / "budgets.md"}
     table.to_csv(paths["csv"], index=False)
-    paths["md"].write_text(budget_markdown(table, title))
+    paths["md"].write_text(budget_markdown(table, title, dirs, metric))
     if not table.empty:   # no setting measured both rows of any transition: nothing to draw
         paths["png"] = out / "budgets.png"
         budget_figure(table, title).savefig(paths["png"], dpi=150)
@@ -468,6 +472,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                              "one such folder each under it, beside the cross-budget budgets.{csv,md,png}")
     parser.add_argument("--setting", help="report only the runs of this setting (the names an earlier report "
                                           "listed, e.g. 'cpu_replay: imagenette 64px 6ep w0.25 b64 bf16-mixed')")
+    parser.add_argument("--budgets-only", action="store_true",
+                        help="write only the cross-budget budgets.{csv,md,png} under --out, not each setting's report")
     parser.add_argument("--metric", choices=("acc1", "acc1_best", "acc1_ema"), default="acc1")
     parser.add_argument("--title")
     parser.add_argument("--bench", type=Path, metavar="CSV",
@@ -484,7 +490,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"copied {export_runs(dirs, args.export_runs)} run records to {args.export_runs}")
         dirs = [args.export_runs]
     paths = write_report(dirs, args.out, args.metric, args.title, to_wandb=args.wandb, bench=args.bench,
-                         setting=args.setting)
+                         setting=args.setting, budgets_only=args.budgets_only)
     print(paths["md"].read_text())
     print("wrote " + ", ".join(str(p) for p in paths.values()))
 

@@ -1,6 +1,7 @@
 """Committed results are data: each study's table regenerates from its committed run records (results/*/runs)."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,20 @@ def test_committed_table_regenerates_from_committed_runs(study: Path, tmp_path: 
                          bench=bench if bench.is_file() else None)
     for kind in ("csv", "md"):
         assert paths[kind].read_bytes() == (study / f"trajectory.{kind}").read_bytes(), kind
+
+
+@pytest.mark.slow
+def test_committed_cross_budget_table_regenerates_from_the_runs_it_names(tmp_path: Path, monkeypatch):
+    """results/budgets/: byte for byte from the committed run folders its Markdown says it was read from."""
+    committed = REPO / "results" / "budgets"
+    lines = (committed / "budgets.md").read_text().splitlines()
+    dirs = re.findall(r"`([^`]+)`", lines[2].partition(". Metric")[0])
+    assert len(dirs) >= 2 and all((REPO / d).is_dir() for d in dirs), lines[2]
+    monkeypatch.chdir(REPO)
+    paths = write_report(dirs, tmp_path, title=lines[0].removeprefix("# "), budgets_only=True)
+    assert set(paths) == {"csv", "md", "png"}   # the studies' own tables are not written twice
+    for kind in ("csv", "md"):
+        assert paths[kind].read_bytes() == (committed / f"budgets.{kind}").read_bytes(), kind
 
 
 def test_export_keeps_the_record_and_nothing_else(tmp_path: Path):
