@@ -35,13 +35,14 @@ def budget_table(runs: pd.DataFrame, metric: str = "acc1") -> pd.DataFrame:
     """One row per transition measured at any setting; for each setting (in `runs["setting"]`'s order of first
     appearance) the pairs of seeds `n@S`, the paired mean change `delta@S`, its 95 % half-width `ci95@S` and
     whether its sign is the paper's `agrees@S`. Only roadmap rows without design overrides take part."""
-    t10 = paper.table10().set_index("step")["top1"]
+    t10 = paper.table10().set_index("step")
+    names, t10 = t10["name"], t10["top1"]
     done = runs[(runs["status"] == "finished") & runs[metric].notna() & (runs["variant"].fillna("") == "")]
     per_seed = {key: g.groupby("seed")[metric].mean() for key, g in done.groupby(["setting", "name"])}
     settings = list(dict.fromkeys(runs["setting"]))
     rows = []
     for kind, a, b in transitions():
-        row = {"transition": _label(a, b), "kind": kind, "from_row": a, "to_row": b,
+        row = {"transition": _label(a, b, names[b] if kind == "sub" else None), "kind": kind, "from_row": a, "to_row": b,
                "paper_delta": round(float(t10[b] - t10[a]), 2)}
         for s in settings:
             if (s, a) in per_seed and (s, b) in per_seed:
@@ -127,8 +128,8 @@ def _distinct(settings: list[str]) -> tuple[str, list[str]]:
     return " ".join(shared), [" ".join(w for w in ws if w not in shared) for ws in words]
 
 
-def _label(a: str, b: str) -> str:
-    """step01_modern_training, step02a_stage_ratio -> '01→02a stage ratio': the two rows' numbers, the change's
-    name as its config file names it."""
+def _label(a: str, b: str, change: str | None = None) -> str:
+    """step01_modern_training, step02a_stage_ratio -> '01→02a stage ratio': the two rows' numbers and the
+    change's name, as its config file names it or, for a sub-step, as Table 10 does ('02a→02 patchify stem')."""
     (na, _), (nb, name) = (s.removeprefix("step").split("_", 1) for s in (a, b))
-    return f"{na}→{nb} {name.replace('_', ' ')}"
+    return f"{na}→{nb} {change or name.replace('_', ' ')}"

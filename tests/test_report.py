@@ -378,8 +378,8 @@ def test_sub_steps_split_their_main_transition(tmp_path):
     table = budget_table(load_runs([tmp_path / "fine"])).set_index("transition")
     assert table.loc["01→02 macro design", "kind"] == "main"
     assert table["delta@imagewoof 64px 20ep"].to_dict() == {
-        "01→02 macro design": pytest.approx(-3.0), "01→02a stage ratio": pytest.approx(1.0),
-        "02a→02 macro design": pytest.approx(-4.0)}   # the stem, not the stage ratio, carries the loss here
+        "01→02 macro design": pytest.approx(-3.0), "01→02a stage ratio 3:3:9:3": pytest.approx(1.0),
+        "02a→02 patchify stem": pytest.approx(-4.0)}   # the stem, not the stage ratio, carries the loss here
 
 
 # -- learning curves ---------------------------------------------------------------------------------------------
