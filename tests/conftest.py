@@ -1,21 +1,26 @@
 """Shared fixtures: tiny, CPU-only, logger-free configs composed from the real conf/ tree."""
 from __future__ import annotations
 
+import copy
+import functools
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import pytest
 import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
 from PIL import Image
 
-from roadmap import compose
+import roadmap.config
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = os.environ.get("ROADMAP_DATA_DIR")
@@ -26,6 +31,28 @@ TINY = ["data=synthetic", "data.image_size=32", "data.batch_size=16", "data.num_
         "data.train_size=160", "data.val_size=64", "logger=none", "trainer.accelerator=cpu",
         "trainer.devices=1", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
         "trainer.limit_val_batches=2", "trainer.deterministic=true"]
+
+
+@functools.cache
+def _composed(overrides: tuple[str, ...], cwd: str) -> DictConfig:
+    return roadmap.config.compose_with_hydra(overrides)
+
+
+def compose_with_hydra(overrides: Sequence[str] = ()) -> DictConfig:
+    """`roadmap.config.compose_with_hydra`, each list of overrides composed once a session (conf/ does not change
+    while the suite runs; Hydra reads the working directory then, hence the key): a fresh copy on every call, for
+    tests change theirs, made the current HydraConfig as Hydra's composition makes it."""
+    cfg = copy.deepcopy(_composed(tuple(overrides), os.getcwd()))
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+def compose(overrides: Sequence[str] = ()) -> DictConfig:
+    """`roadmap.compose` over the session's compositions: the same config without its `hydra` node."""
+    cfg = compose_with_hydra(overrides)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
 
 
 def pytest_collection_modifyitems(config, items):
@@ -52,6 +79,26 @@ def tiny_cfg(tmp_path):
         return compose([*base, f"paths.output_dir={tmp_path / 'run'}", f"paths.log_dir={tmp_path}",
                         f"paths.cache_dir={tmp_path / 'cache'}", *overrides])
     return make
+
+
+FINISHED = ("+roadmap=step00_baseline", "model.width_mult=0.25")   # the run many tests need finished before they start
+
+
+@pytest.fixture(scope="session")
+def finished_once(tmp_path_factory) -> Path:
+    """tiny_cfg(*FINISHED) trained to the end once a session: the directory of a finished run."""
+    from roadmap.train import train   # Lightning and W&B: only for the tests that train
+    root = tmp_path_factory.mktemp("finished")
+    train(compose([*TINY, f"paths.output_dir={root / 'run'}", f"paths.log_dir={root}",
+                   f"paths.cache_dir={root / 'cache'}", *FINISHED]))
+    return root / "run"
+
+
+@pytest.fixture
+def finished(finished_once, tmp_path) -> Path:
+    """tmp_path/run holding a copy of that finished run, where tiny_cfg(*FINISHED) puts its own: as if this test had
+    trained it (paths are no part of a run's identity, so the copy is the same run), without training it again."""
+    return Path(shutil.copytree(finished_once, tmp_path / "run"))
 
 
 def run_py(*args: str, log_dir: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:

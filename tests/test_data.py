@@ -23,11 +23,10 @@ from torchvision.datasets import ImageFolder
 from torchvision.transforms import Normalize
 
 import roadmap.data.datamodule
-from roadmap.config import compose
 from roadmap.data import (DATASETS, BatchNormalize, BatchPool, DataError, ImageDataModule, build_transforms,
                           synthesize)
 
-from conftest import CLASSES, make_folder
+from conftest import CLASSES, compose, make_folder
 
 def make_archive(folder: Path, archive: Path, stem: str = "imagewoof2-160") -> Path:
     with tarfile.open(archive, "w:gz") as tar:

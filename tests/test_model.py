@@ -7,22 +7,31 @@ import torch
 import torchvision
 from omegaconf import OmegaConf
 
-from roadmap import build_model, compose, profile
+from roadmap import build_model, profile
 from roadmap.models import RoadmapNet, from_timm_convnext, from_torchvision_resnet
 from roadmap.config import CONF_DIR
 from roadmap.paper import convnextv2, roadmap_baselines, table10
 
-from conftest import STEPS
+from conftest import STEPS, compose
 
 
 def _model(*overrides: str, num_classes: int = 1000) -> torch.nn.Module:
     return build_model(compose([*overrides, f"data.num_classes={num_classes}"]))
 
 
+def _structure(*overrides: str) -> torch.nn.Module:
+    """The network on the meta device: its layers and shapes, no weights drawn. GMACs and parameter counts depend
+    on nothing else; a parity test then loads every tensor from its reference (`to_empty`, a strict load)."""
+    with torch.device("meta"):
+        return _model(*overrides)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("step", STEPS)
 def test_step_composes_builds_and_trains(step):
-    cfg = compose([f"+roadmap={step}", "data.num_classes=7"])
+    """Every layer of the step at a quarter of its channels (the budgets' width): drawing 25M initial weights per
+    step is not what this proves; the full-width network's shapes are test_gmacs_match_table10's."""
+    cfg = compose([f"+roadmap={step}", "data.num_classes=7", "model.width_mult=0.25"])
     assert cfg.roadmap.step == step and cfg.name == step
     model = build_model(cfg)
     x = torch.randn(2, 3, 64, 64)
@@ -45,7 +54,7 @@ def _paper_rows():
 @pytest.mark.slow
 @pytest.mark.parametrize("row,overrides,gmacs", list(_paper_rows()), ids=lambda v: v if isinstance(v, str) else "")
 def test_gmacs_match_table10(row, overrides, gmacs):
-    measured = profile(_model(*overrides), image_size=224)["gmacs"]
+    measured = profile(_structure(*overrides), image_size=224)["gmacs"]
     assert measured == pytest.approx(gmacs, abs=0.05), f"{row}: {measured:.3f} GMACs vs paper {gmacs}"
 
 
@@ -71,7 +80,7 @@ def test_recipe_flips_at_step01():
 @pytest.mark.slow
 def test_step00_is_torchvision_resnet50():
     torch.manual_seed(0)
-    ours = _model("+roadmap=step00_baseline").eval()
+    ours = _structure("+roadmap=step00_baseline").to_empty(device="cpu").eval()
     ref = torchvision.models.resnet50().eval()
     assert profile(ours)["params"] == 25_557_032 == sum(p.numel() for p in ref.parameters())
     from_torchvision_resnet(ours, ref)
@@ -90,7 +99,7 @@ def test_step00_is_torchvision_resnet50():
 ])
 def test_convnext_matches_timm(overrides, timm_name, params):
     torch.manual_seed(0)
-    ours = _model(*overrides).eval()
+    ours = _structure(*overrides).to_empty(device="cpu").eval()
     ref = timm.create_model(timm_name).eval()
     n = sum(p.numel() for p in ours.parameters())
     assert n == sum(p.numel() for p in ref.parameters())
@@ -107,7 +116,7 @@ def test_convnext_matches_timm(overrides, timm_name, params):
 def test_step08_is_timms_convnextv2_tiny(overrides):
     """Step 08 = ConvNeXt V2-T: GRN on the 4x hidden features, no layer scale; same parameters, same logits."""
     torch.manual_seed(0)
-    ours = _model(*overrides).eval()
+    ours = _structure(*overrides).to_empty(device="cpu").eval()
     ref = timm.create_model("convnextv2_tiny").eval()
     for name, p in ref.named_parameters():   # timm zero-inits GRN (an identity): give it weights to carry
         if ".grn." in name:
@@ -118,9 +127,10 @@ def test_step08_is_timms_convnextv2_tiny(overrides):
     with torch.no_grad():
         assert (ours(x) - ref(x)).abs().max() <= 1e-4
     v2 = convnextv2().set_index("step").loc["step08_grn"]
-    assert profile(_model(*overrides), image_size=224)["gmacs"] == pytest.approx(v2["gmacs"], abs=0.05)
+    assert profile(ours, image_size=224)["gmacs"] == pytest.approx(v2["gmacs"], abs=0.05)
     if overrides[0].startswith("+roadmap="):   # its GMACs are V2-T's row; V2-T's top-1 is FCMAE pre-trained
-        assert (compose(overrides).roadmap.paper_gmacs, compose(overrides).roadmap.paper_top1) == (v2["gmacs"], None)
+        paper = compose(overrides).roadmap
+        assert (paper.paper_gmacs, paper.paper_top1) == (v2["gmacs"], None)
 
 
 @pytest.mark.parametrize("kwargs,field,allowed", [
@@ -149,16 +159,18 @@ def test_bad_flag_through_config():
 
 @pytest.mark.slow
 def test_width_mult_scales_widths():
-    small = _model("+roadmap=step07_separate_downsampling", "model.width_mult=0.25")
+    small = _structure("+roadmap=step07_separate_downsampling", "model.width_mult=0.25")
     assert small.num_features == 192
-    assert profile(small)["gmacs"] < 0.1 * profile(_model("+roadmap=step07_separate_downsampling"))["gmacs"]
+    assert profile(small)["gmacs"] < 0.1 * profile(_structure("+roadmap=step07_separate_downsampling"))["gmacs"]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name, timm_name", list(roadmap_baselines().items()))
 def test_vit_baselines_at_full_width_are_timms(name, timm_name):
-    ours = build_model(compose([f"model={name}", "data.image_size=224", "data.num_classes=1000"]))
-    assert profile(ours)["params"] == profile(timm.create_model(timm_name))["params"]
+    with torch.device("meta"):   # parameter counts: the layers' shapes, no weights drawn
+        ours = build_model(compose([f"model={name}", "data.image_size=224", "data.num_classes=1000"]))
+        ref = timm.create_model(timm_name)
+    assert profile(ours)["params"] == profile(ref)["params"]
 
 
 @pytest.mark.slow

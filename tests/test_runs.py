@@ -8,6 +8,7 @@ import inspect
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,14 +21,14 @@ import pytest
 import torch
 
 from hydra.errors import HydraException
-from omegaconf import OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 import roadmap.job
 import roadmap.report
 import roadmap.train
 import roadmap.trainer
-from roadmap import build_model, compose
-from roadmap.config import CONF_DIR, compose_with_hydra
+from roadmap import build_model
+from roadmap.config import CONF_DIR
 from roadmap.data import ImageDataModule, transforms
 from roadmap.models import RoadmapNet
 from roadmap import schema
@@ -37,7 +38,7 @@ from roadmap.runs import (ADDED_KEYS, BEST, BEST_WEIGHTS, CHECKPOINTS, LAST, PRE
 from roadmap.schema import CLASSIC_AUGMENT, DataSchema, RoadmapNetSchema, TrainerSchema, _field_type, config_error
 from roadmap.train import RunError, train
 
-from conftest import REPO, TINY, run_py
+from conftest import FINISHED, REPO, TINY, compose, compose_with_hydra, run_py
 
 SMALL = "model.width_mult=0.25"
 
@@ -52,49 +53,48 @@ def _step(ckpt: Path) -> int:
 
 # -- one directory per configuration ---------------------------------------------------------------------------
 @pytest.mark.slow
-def test_another_model_gets_its_own_directory(tmp_path):
-    first = run_py("+roadmap=step00_baseline", SMALL, log_dir=tmp_path)
-    second = run_py("+roadmap=step00_baseline", "model=convnext_tiny", SMALL, log_dir=tmp_path)
-    assert first.returncode == 0 and second.returncode == 0, second.stderr
-    assert "already finished" not in second.stdout + second.stderr
+def test_another_model_gets_its_own_directory(tmp_path, caplog):
+    """Each trained in this process where run.py would put it (Hydra's run directory of its overrides)."""
+    caplog.set_level(logging.INFO, logger="roadmap")
+    for overrides in (["+roadmap=step00_baseline", SMALL], ["+roadmap=step00_baseline", "model=convnext_tiny", SMALL]):
+        train(_at_run_dir(*TINY, f"paths.log_dir={tmp_path}", *overrides))
+    assert not any("already finished" in r.getMessage() for r in caplog.records)
     summaries = [json.loads(p.read_text()) for p in sorted(tmp_path.rglob(SUMMARY))]
     assert len(summaries) == 2 and {s["config"]["model.stem"] for s in summaries} == {"resnet", "patchify"}
     assert len({s["run_dir"] for s in summaries}) == 2
 
 
 @pytest.mark.slow
-def test_finished_run_of_another_configuration_is_refused_by_name(tiny_cfg, tmp_path):
+def test_finished_run_of_another_configuration_is_refused_by_name(tiny_cfg, finished):
     """Same directory, different config (a YAML edit, or a key the directory name leaves out): one line naming
     the keys, and the finished run stays as it was. Keys that only say where or how fast (loader processes)
     do not count."""
-    run = tmp_path / "run"
-    train(tiny_cfg("+roadmap=step00_baseline", SMALL))
+    run = finished   # the finished run of tiny_cfg(*FINISHED)
     before = (run / SUMMARY).read_text()
     with pytest.raises(RunError) as info:
-        train(tiny_cfg("+roadmap=step00_baseline", SMALL, "recipe.lr=0.2"))
+        train(tiny_cfg(*FINISHED, "recipe.lr=0.2"))
     message = str(info.value)
     assert "recipe.lr: 0.1 -> 0.2" in message and "force=true" in message and "\n" not in message
     assert (run / SUMMARY).read_text() == before
-    train(tiny_cfg("+roadmap=step00_baseline", SMALL, "data.num_workers=1"))   # the same run: skipped
+    train(tiny_cfg(*FINISHED, "data.num_workers=1"))   # the same run: skipped
     assert (run / SUMMARY).read_text() == before
 
 
 @pytest.mark.slow
-def test_a_run_recorded_before_a_key_existed_is_the_same_run_at_its_neutral_value(tiny_cfg, tmp_path):
+def test_a_run_recorded_before_a_key_existed_is_the_same_run_at_its_neutral_value(tiny_cfg, finished):
     """Upgrading roadmap adds config keys: a finished run whose record predates them is still skipped when the
     new keys are at the values that train what it trained (`ADDED_KEYS`), and refused when they are not."""
-    run = tmp_path / "run"
-    train(tiny_cfg("+roadmap=step00_baseline", SMALL))
+    run = finished   # the finished run of tiny_cfg(*FINISHED)
     summary = _summary(run)
     old = {k: v for k, v in summary["config"].items() if k not in ADDED_KEYS}
     assert set(summary["config"]) - set(old) == {"model.pretrained", "recipe.layer_decay", "recipe.head_init_scale",
                                                  "data.top_classes"}
     (run / SUMMARY).write_text(json.dumps({**summary, "config": old, "fingerprint": fingerprint(old)}))
     before = (run / SUMMARY).read_text()
-    train(tiny_cfg("+roadmap=step00_baseline", SMALL))   # skipped: nothing retrained, nothing rewritten
+    train(tiny_cfg(*FINISHED))   # skipped: nothing retrained, nothing rewritten
     assert (run / SUMMARY).read_text() == before
     with pytest.raises(RunError, match=r"recipe\.head_init_scale: '<absent>' -> 0\.5"):
-        train(tiny_cfg("+roadmap=step00_baseline", SMALL, "recipe.head_init_scale=0.5"))
+        train(tiny_cfg(*FINISHED, "recipe.head_init_scale=0.5"))
     assert not same_run({"a": 1}, {"a": 1, "data.top_classes": 3}) and same_run({"a": 1}, {"a": 1})
     assert not same_run({"a": 1, "data.top_classes": None}, {"a": 1})   # a key the new config dropped counts
 
@@ -103,7 +103,7 @@ def test_a_run_recorded_before_a_key_existed_is_the_same_run_at_its_neutral_valu
 @pytest.mark.slow
 def test_a_directory_in_use_is_refused_in_one_line_and_left_untouched(tmp_path):
     args = ["+roadmap=step00_baseline", SMALL]
-    assert run_py(*args, log_dir=tmp_path).returncode == 0
+    train(_at_run_dir(*TINY, f"paths.log_dir={tmp_path}", *args))   # the run the second command finds
     (summary,) = tmp_path.rglob(SUMMARY)
     run_dir = summary.parent
     with run_lock(run_dir):   # another process (this one) is writing the run
@@ -196,14 +196,16 @@ def test_a_signal_to_a_parallel_sweep_reaches_every_job_and_the_rerun_resumes_th
 @pytest.mark.slow
 def test_a_torn_last_checkpoint_falls_back_to_the_previous_one(tiny_cfg, tmp_path, caplog):
     run = ["+roadmap=step00_baseline", SMALL, "trainer.max_epochs=3"]
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(tiny_cfg(*run, f"paths.output_dir={tmp_path / 'one_torn'}",
+                       "+callbacks.crash._target_=conftest.CrashAfterSecondEpoch"))
+    ckpts = tmp_path / "one_torn" / CHECKPOINTS
+    assert {p.name for p in ckpts.iterdir()} == {LAST, PREVIOUS, "best.ckpt"}   # no temporary left over
+    assert (_step(ckpts / LAST), _step(ckpts / PREVIOUS)) == (4, 2)
+    shutil.copytree(tmp_path / "one_torn", tmp_path / "both_torn")   # the same crashed run, to tear more of
     for name in ("one_torn", "both_torn"):
-        with pytest.raises(RuntimeError, match="simulated crash"):
-            train(tiny_cfg(*run, f"paths.output_dir={tmp_path / name}",
-                           "+callbacks.crash._target_=conftest.CrashAfterSecondEpoch"))
-        ckpts = tmp_path / name / CHECKPOINTS
-        assert {p.name for p in ckpts.iterdir()} == {LAST, PREVIOUS, "best.ckpt"}   # no temporary left over
-        assert (_step(ckpts / LAST), _step(ckpts / PREVIOUS)) == (4, 2)
-        (ckpts / LAST).write_bytes((ckpts / LAST).read_bytes()[:1000])   # a kill during the write
+        last = tmp_path / name / CHECKPOINTS / LAST
+        last.write_bytes(last.read_bytes()[:1000])   # a kill during the write
     train(tiny_cfg(*run, f"paths.output_dir={tmp_path / 'one_torn'}"))
     assert _summary(tmp_path / "one_torn")["status"] == "finished"
     assert any("resuming from the previous checkpoint" in r.getMessage() for r in caplog.records)
@@ -302,6 +304,12 @@ def _run_dirs(*overrides: str) -> tuple[Path, Path]:
     """The directory Hydra gives a job of these overrides, run alone and as a sweep's job."""
     cfg = compose_with_hydra(overrides)
     return Path(cfg.hydra.run.dir), Path(cfg.hydra.sweep.dir) / cfg.hydra.sweep.subdir
+
+
+def _at_run_dir(*overrides: str) -> DictConfig:
+    """The config of `python run.py OVERRIDES`, in the run directory Hydra gives it there (quoted: the directory's
+    name holds the '=' and ',' of its overrides)."""
+    return compose([*overrides, f"paths.output_dir='{_run_dirs(*overrides)[0]}'"])
 
 
 @pytest.mark.slow

@@ -10,7 +10,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from roadmap.config import CONF_DIR, register_resolvers
+from roadmap.train import train
 
+import conftest
 from conftest import REPO, SLURM, TINY
 
 # lr 0 on a LayerNorm model: weights cannot drift, so validation compares the cross-rank metric reduction
@@ -32,9 +34,15 @@ def _run(log_dir, *extra):
     return json.loads(summary.read_text())
 
 
+def _single(log_dir) -> dict:
+    """The one-process run to compare with: train() in this process, as run.py runs it, on the same config."""
+    train(conftest.compose([*RUN, f"paths.log_dir={log_dir}", f"paths.output_dir={log_dir / 'run'}"]))
+    return json.loads((log_dir / "run" / "summary.json").read_text())
+
+
 @pytest.mark.slow
 def test_two_process_ddp_matches_single_process(tmp_path):
-    single = _run(tmp_path / "single", "trainer.devices=1")
+    single = _single(tmp_path / "single")
     ddp = _run(tmp_path / "ddp", "trainer.devices=2", "trainer.strategy=ddp")
     assert ddp["status"] == single["status"] == "finished"
     for key in ("acc1", "acc5", "val_loss"):
@@ -46,7 +54,7 @@ def test_two_process_ddp_matches_single_process(tmp_path):
 def test_a_two_task_slurm_job_reduces_metrics_across_ranks(tmp_path):
     """tasks_per_node=2: srun starts both ranks (Lightning's SLURM environment, gloo); rank 0 alone writes the
     summary and the launch record, with the metrics of the whole validation set, as one process computes them."""
-    single = _run(tmp_path / "single", "trainer.devices=1")
+    single = _single(tmp_path / "single")
     ddp = _run(tmp_path / "slurm", "-m", *SLURM, "hydra.launcher.tasks_per_node=2", "trainer.devices=2",
                "trainer.strategy=ddp")
     assert ddp["status"] == single["status"] == "finished"

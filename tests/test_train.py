@@ -23,7 +23,7 @@ from roadmap import device
 from roadmap.device import resolve_precision
 from roadmap.train import train
 
-from conftest import imagewoof_archive
+from conftest import FINISHED, imagewoof_archive
 
 SMALL = "model.width_mult=0.25"
 
@@ -154,7 +154,8 @@ def test_finetune_recipe_decays_lr_by_layer_as_the_convnext_code_groups_them(tin
 @pytest.mark.slow
 def test_a_run_measures_its_own_efficiency(tiny_cfg):
     """trainer.efficiency=true: the model alone is timed after training, in the same process."""
-    cfg = tiny_cfg("+roadmap=step07_separate_downsampling", SMALL, "trainer.efficiency=true")
+    cfg = tiny_cfg("+roadmap=step07_separate_downsampling", SMALL, "trainer.efficiency=true",
+                   "data.batch_size=4")   # the timing steps the model on one batch of the run's: a small one
     train(cfg)
     s = _summary(cfg)
     assert s["model_img_per_s"] > 0 and s["train_img_per_s"] > 0
@@ -183,7 +184,8 @@ def test_grad_checkpointing_trains_the_same_run(tiny_cfg, tmp_path, monkeypatch)
 @pytest.mark.slow
 def test_schedule_is_compressed_to_the_run(tiny_cfg):
     """300-epoch recipe with 20 warmup epochs, run for 3 epochs: warmup is 1/15 of the run, then cosine."""
-    cfg = tiny_cfg("+roadmap=step01_modern_training", SMALL, "trainer.max_epochs=3", "trainer.limit_train_batches=5")
+    cfg = tiny_cfg("+roadmap=step01_modern_training", SMALL, "trainer.max_epochs=3", "trainer.limit_train_batches=5",
+                   "data.batch_size=4")   # 15 steps, however many images each
     module = Classifier(build_model(cfg), dict(cfg.recipe), cfg.data.num_classes)
     trainer = L.Trainer(accelerator="cpu", max_epochs=3, limit_train_batches=5, limit_val_batches=0, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False)
@@ -231,13 +233,12 @@ def test_history_holds_each_epochs_curve(tiny_cfg):
 
 
 @pytest.mark.slow
-def test_finished_run_is_skipped_and_force_starts_over(tiny_cfg, tmp_path):
-    cfg = tiny_cfg("+roadmap=step00_baseline", SMALL)
-    train(cfg)
+def test_finished_run_is_skipped_and_force_starts_over(tiny_cfg, tmp_path, finished):
+    cfg = tiny_cfg(*FINISHED)   # its directory holds the finished run of this config
     first = _summary(cfg)
     train(cfg)  # skipped: nothing is retrained or rewritten
     assert _summary(cfg)["finished_at"] == first["finished_at"]
-    train(tiny_cfg("+roadmap=step00_baseline", SMALL, "force=true"))
+    train(tiny_cfg(*FINISHED, "force=true"))
     superseded = list((tmp_path / "run" / "superseded").glob("*/summary.json"))
     assert len(superseded) == 1 and json.loads(superseded[0].read_text()) == first
 
@@ -280,9 +281,9 @@ _SPIN_PROBE = """
 import importlib.abc, os, sys
 class Probe(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name == "torch":
-            print("at torch import:", os.environ.get("GOMP_SPINCOUNT"))
-            sys.meta_path.remove(self)
+        if name == "torch":   # what libgomp will read is known now: the rest of the import proves nothing more
+            print("at torch import:", os.environ.get("GOMP_SPINCOUNT"), flush=True)
+            os._exit(0)
 sys.meta_path.insert(0, Probe())
 sys.argv = ["x"]
 import {module}
