@@ -42,8 +42,8 @@ def budget_table(runs: pd.DataFrame, metric: str = "acc1") -> pd.DataFrame:
     settings = list(dict.fromkeys(runs["setting"]))
     rows = []
     for kind, a, b in transitions():
-        row = {"transition": _label(a, b, names[b] if kind == "sub" else None), "kind": kind, "from_row": a, "to_row": b,
-               "paper_delta": round(float(t10[b] - t10[a]), 2)}
+        row = {"transition": _label(a, b, names[b] if kind == "sub" else None), "kind": kind,
+               "from_row": a, "to_row": b, "paper_delta": round(float(t10[b] - t10[a]), 2)}
         for s in settings:
             if (s, a) in per_seed and (s, b) in per_seed:
                 delta, ci, n = paired_delta(per_seed[s, a], per_seed[s, b])
