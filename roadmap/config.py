@@ -95,7 +95,11 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
     As under `python run.py`, `${hydra:...}` interpolations resolve (e.g. the chosen model config);
     set `paths.output_dir` yourself, since no run directory is created.
     """
-    cfg = compose_with_hydra(overrides)
+    return without_hydra(compose_with_hydra(overrides))
+
+
+def without_hydra(cfg: DictConfig) -> DictConfig:
+    """`cfg` less its `hydra` node, as a job sees its config (in place; the HydraConfig set keeps it)."""
     with open_dict(cfg):
         del cfg["hydra"]
     return cfg

@@ -110,8 +110,9 @@ def source_parameters(target: str) -> list[tuple[str, Any, Any]]:
             for arg, default in [*zip(positional, defaults), *zip(args.kwonlyargs, args.kw_defaults)]]
 
 
-def signature_schema(name: str, target: str, kind: str, kinds: Mapping[str, str] | None = None, added: Sequence[str] = (),
-                     required: Sequence[str] = (), extra: Sequence[tuple[str, Any, Any]] = ()) -> type:
+def signature_schema(name: str, target: str, kind: str, kinds: Mapping[str, str] | None = None,
+                     added: Sequence[str] = (), required: Sequence[str] = (),
+                     extra: Sequence[tuple[str, Any, Any]] = ()) -> type:
     """A dataclass with the keyword parameters of `target` (a dotted path: types and defaults from its signature),
     `_target_` and the `extra` (name, type, field) keys the job reads beside them; the `required` ones have no
     default: each config must set them (a YAML's `???` cannot unset a default). Its keys are of `kind`, but those

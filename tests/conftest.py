@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 from PIL import Image
 
 import roadmap.config
@@ -49,10 +49,7 @@ def compose_with_hydra(overrides: Sequence[str] = ()) -> DictConfig:
 
 def compose(overrides: Sequence[str] = ()) -> DictConfig:
     """`roadmap.compose` over the session's compositions: the same config without its `hydra` node."""
-    cfg = compose_with_hydra(overrides)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
+    return roadmap.config.without_hydra(compose_with_hydra(overrides))
 
 
 def pytest_collection_modifyitems(config, items):

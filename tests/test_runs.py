@@ -21,14 +21,14 @@ import pytest
 import torch
 
 from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 import roadmap.job
 import roadmap.report
 import roadmap.train
 import roadmap.trainer
 from roadmap import build_model
-from roadmap.config import CONF_DIR
+from roadmap.config import CONF_DIR, without_hydra
 from roadmap.data import ImageDataModule, transforms
 from roadmap.models import RoadmapNet
 from roadmap import schema
@@ -360,9 +360,7 @@ def _job(*overrides: str) -> tuple[str, dict]:
     """A job's directory below its study (Hydra's sweep subdir) and its flat config, what the fingerprint hashes."""
     cfg = compose_with_hydra(overrides)
     subdir = cfg.hydra.sweep.subdir
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return subdir, flat_config(cfg)
+    return subdir, flat_config(without_hydra(cfg))
 
 
 def _changed(value):
