@@ -51,7 +51,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, loggers: list[Any]) -> L.Train
     kwargs["precision"], kwargs["benchmark"] = resolve_precision(cfg), resolve_benchmark(cfg)
     keep = cfg.checkpoint != "none"
     callbacks = [instantiate(c) for name, c in (cfg.get("callbacks") or {}).items()
-                 if keep or name != "model_checkpoint"]
+                 if keep or name not in ("model_checkpoint", "last_checkpoint")]
     callbacks.append(Preemption(run_dir / CHECKPOINTS / LAST if keep else None))
     callbacks.append(EpochHistory(run_dir))   # the learning curve is part of the run record, whatever the callbacks
     if cfg.trainer.efficiency:
