@@ -113,6 +113,8 @@ def _record_fit(cfg: DictConfig, trainer: L.Trainer, module: Classifier, summary
     speed = next((c.img_per_s for c in trainer.callbacks if isinstance(c, ModelSpeed)), None)
     if speed:
         summary.model_img_per_s, summary.job_efficiency = speed, module.throughput / speed
+    if not trainer.is_global_zero:   # rank 0 owns the run directory: another rank's best.pt write races its listing
+        return
     kept = keep_after_finish(run_dir / CHECKPOINTS, cfg.checkpoint)
     summary.checkpoint_kept = [str(p.relative_to(run_dir)) for p in kept]
     summary.checkpoint_bytes = sum(p.stat().st_size for p in kept)

@@ -47,6 +47,7 @@ def test_two_process_ddp_matches_single_process(tmp_path):
     assert ddp["status"] == single["status"] == "finished"
     for key in ("acc1", "acc5", "val_loss"):
         assert abs(ddp[key] - single[key]) < 1e-4, (key, ddp[key], single[key])
+    assert ddp["checkpoint_kept"] == single["checkpoint_kept"] == ["checkpoints/best.pt"]   # rank 0's, alone
 
 
 @pytest.mark.slow
