@@ -52,12 +52,27 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
     return roadmap.config.without_hydra(compose_with_hydra(overrides))
 
 
+def pytest_configure(config):
+    """Under pytest-xdist each worker gets its share of the cores (its runs and their subprocesses inherit it, and
+    `trainer.cpu_threads=auto` counts it), so two workers' OpenMP threads never fight over one core."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", 1))
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if worker and 1 < count <= len(cores):
+        share = cores[int(worker.removeprefix("gw")) % count::count]
+        os.sched_setaffinity(0, share)
+        torch.set_num_threads(len(share))
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked `slurm` need a cluster: `.ci/slurm` starts one on this machine (root, Debian); else they skip."""
-    if shutil.which("sbatch") is None:
-        skip = pytest.mark.skip(reason="no sbatch on PATH: start a local SLURM cluster with `sudo .ci/slurm`")
-        for item in items:
-            if "slurm" in item.keywords:
+    """Tests marked `slurm` need a cluster: `.ci/slurm` starts one on this machine (root, Debian); else they skip.
+    Under pytest-xdist they run one after another on one worker: the cluster has a task slot per core. The slow
+    tests go first, so that no worker is left with a long one after the other has run out of tests."""
+    items.sort(key=lambda item: "slow" not in item.keywords)
+    skip = pytest.mark.skip(reason="no sbatch on PATH: start a local SLURM cluster with `sudo .ci/slurm`")
+    for item in items:
+        if "slurm" in item.keywords:
+            item.add_marker(pytest.mark.xdist_group("slurm"))
+            if shutil.which("sbatch") is None:
                 item.add_marker(skip)
 
 

@@ -15,6 +15,7 @@ from roadmap.runs import ORDER
 from conftest import run_py
 
 SMALL = "model.width_mult=0.25"
+pytestmark = pytest.mark.xdist_group("dashboard")   # one pytest-xdist worker runs the module's sweep, once
 
 
 @pytest.fixture(scope="module")

@@ -134,10 +134,12 @@ def test_published_weights_are_refused_for_unpublished_architectures():
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["resnet50", "deit_small"])
 def test_unreachable_published_weights_are_one_line(tmp_path, model):
-    """No network (a proxy that refuses) and empty caches: the run fails in one line saying what to fetch."""
+    """No network (a proxy that refuses) and empty caches: the run fails in one line saying what to fetch. The
+    Hub's weights in offline mode too (HF_HUB_OFFLINE=1): huggingface_hub would retry the refused connection for
+    23 s of backoff first, and end in the same line."""
     closed = "http://127.0.0.1:9"
     env = {"TORCH_HOME": str(tmp_path / "torch"), "HF_HOME": str(tmp_path / "hf"), "HTTPS_PROXY": closed,
-           "https_proxy": closed, "HTTP_PROXY": closed, "http_proxy": closed}
+           "https_proxy": closed, "HTTP_PROXY": closed, "http_proxy": closed, "HF_HUB_OFFLINE": "1"}
     result = run_py(f"model={model}", "model.pretrained=true", "data.image_size=32", "group=offline",
                     log_dir=tmp_path, env=env)
     assert result.returncode == 1
