@@ -10,7 +10,7 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
@@ -50,8 +50,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, loggers: list[Any]) -> L.Train
     kwargs = {k: v for k, v in plain(cfg.trainer).items() if k not in ours}
     kwargs["precision"], kwargs["benchmark"] = resolve_precision(cfg), resolve_benchmark(cfg)
     keep = cfg.checkpoint != "none"
-    callbacks = [instantiate(c) for name, c in (cfg.get("callbacks") or {}).items()
-                 if keep or name not in ("model_checkpoint", "last_checkpoint")]
+    callbacks = [c for c in map(instantiate, (cfg.get("callbacks") or {}).values())
+                 if keep or not isinstance(c, ModelCheckpoint)]   # checkpoint=none: no checkpoint callback at all
     callbacks.append(Preemption(run_dir / CHECKPOINTS / LAST if keep else None))
     callbacks.append(EpochHistory(run_dir))   # the learning curve is part of the run record, whatever the callbacks
     if cfg.trainer.efficiency:

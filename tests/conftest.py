@@ -58,7 +58,7 @@ def pytest_configure(config):
     worker, count = os.environ.get("PYTEST_XDIST_WORKER"), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", 1))
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     if worker and 1 < count <= len(cores):
-        share = cores[int(worker.removeprefix("gw")) % count::count]
+        share = cores[int(worker.removeprefix("gw"))::count]
         os.sched_setaffinity(0, share)
         torch.set_num_threads(len(share))
 

@@ -195,8 +195,9 @@ def test_a_signal_to_a_parallel_sweep_reaches_every_job_and_the_rerun_resumes_th
 # -- torn checkpoints ------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_a_torn_last_checkpoint_falls_back_to_the_previous_one(tiny_cfg, tmp_path, caplog):
-    run = ["+roadmap=step00_baseline", SMALL, "trainer.max_epochs=3", "recipe.lr=0"]   # val top-1 never improves:
-    with pytest.raises(RuntimeError, match="simulated crash"):                     # last.ckpt is each epoch's still
+    # lr 0: val top-1 never improves, and last.ckpt must still be each epoch's
+    run = ["+roadmap=step00_baseline", SMALL, "trainer.max_epochs=3", "recipe.lr=0"]
+    with pytest.raises(RuntimeError, match="simulated crash"):
         train(tiny_cfg(*run, f"paths.output_dir={tmp_path / 'one_torn'}",
                        "+callbacks.crash._target_=conftest.CrashAfterSecondEpoch"))
     ckpts = tmp_path / "one_torn" / CHECKPOINTS
