@@ -31,15 +31,6 @@ def test_run_log_holds_the_console_and_the_noise_is_gone(tmp_path):
     assert out.count("`Trainer.fit` stopped") == 1   # Lightning's lines once, through Hydra's handler
 
 
-@pytest.mark.slow
-def test_a_sweep_prints_no_per_job_banner(tmp_path):
-    proc = run_py("-m", "+roadmap=step00_baseline", "model.width_mult=0.25", "seed=0,1", log_dir=tmp_path)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0 and "2 job(s), 0 not finished" in out, out
-    assert "Launching 2 jobs" not in out and "#1 : " not in out
-    assert len(out.splitlines()) <= 2 * 4 + 3, out   # per job: data, epoch, fit stopped, closing; then the summary
-
-
 def test_our_own_warnings_still_show():
     """Under the filters quiet() installs (not pytest's), Lightning's LeafSpec deprecation is dropped while a
     deprecation raised in roadmap and a data warning still come through."""

@@ -34,15 +34,17 @@ def _run(log_dir, *extra):
     return json.loads(summary.read_text())
 
 
-def _single(log_dir) -> dict:
-    """The one-process run to compare with: train() in this process, as run.py runs it, on the same config."""
+@pytest.fixture(scope="module")
+def single(tmp_path_factory) -> dict:
+    """The one-process run to compare with: train() in this process, as run.py runs it, on the same config (once
+    for both tests a pytest-xdist worker runs)."""
+    log_dir = tmp_path_factory.mktemp("single")
     train(conftest.compose([*RUN, f"paths.log_dir={log_dir}", f"paths.output_dir={log_dir / 'run'}"]))
     return json.loads((log_dir / "run" / "summary.json").read_text())
 
 
 @pytest.mark.slow
-def test_two_process_ddp_matches_single_process(tmp_path):
-    single = _single(tmp_path / "single")
+def test_two_process_ddp_matches_single_process(single, tmp_path):
     ddp = _run(tmp_path / "ddp", "trainer.devices=2", "trainer.strategy=ddp")
     assert ddp["status"] == single["status"] == "finished"
     for key in ("acc1", "acc5", "val_loss"):
@@ -52,10 +54,9 @@ def test_two_process_ddp_matches_single_process(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.slurm
-def test_a_two_task_slurm_job_reduces_metrics_across_ranks(tmp_path):
+def test_a_two_task_slurm_job_reduces_metrics_across_ranks(single, tmp_path):
     """tasks_per_node=2: srun starts both ranks (Lightning's SLURM environment, gloo); rank 0 alone writes the
     summary and the launch record, with the metrics of the whole validation set, as one process computes them."""
-    single = _single(tmp_path / "single")
     ddp = _run(tmp_path / "slurm", "-m", *SLURM, "hydra.launcher.tasks_per_node=2", "trainer.devices=2",
                "trainer.strategy=ddp")
     assert ddp["status"] == single["status"] == "finished"

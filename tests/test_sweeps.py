@@ -1,4 +1,5 @@
-"""A real multirun (2 steps x 2 seeds, synthetic, CPU) through run.py, then roadmap.report on its directory."""
+"""A real multirun (2 steps x 2 seeds, synthetic, CPU) through run.py: its console, then roadmap.report on its
+directory, then its rerun."""
 from __future__ import annotations
 
 import os
@@ -25,6 +26,9 @@ def test_tiny_multirun_then_report(tmp_path):
     # the sweep ends with one line per job: name, seed, status, top-1 and directory
     closing = proc.stdout[proc.stdout.index("4 job(s), 0 not finished:"):].splitlines()[1:]
     assert len(closing) == 4 and all(": finished, top-1 " in line and str(tmp_path) in line for line in closing)
+    out = proc.stdout + proc.stderr   # and no per-job banner of Hydra's
+    assert "Launching 4 jobs" not in out and "#1 : " not in out
+    assert len(out.splitlines()) <= 4 * 4 + 3, out   # per job: data, epoch, fit stopped, closing; then the summary
     summaries = sorted(p.relative_to(tmp_path).parts[2:4] for p in (tmp_path / "tiny").rglob("summary.json"))
     assert [(s.split(",")[0], d) for s, d in summaries] == [
         ("step00_baseline", "seed0"), ("step00_baseline", "seed1"),
