@@ -18,7 +18,7 @@ SMALL = "model.width_mult=0.25"
 pytestmark = pytest.mark.xdist_group("dashboard")   # one pytest-xdist worker runs the module's sweep, once
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")   # once a worker, whatever runs between: module scope was seen to set it up twice
 def sweep(tmp_path_factory) -> Path:
     """A finished two-job sweep, a step and a baseline, logged to offline W&B."""
     log_dir = tmp_path_factory.mktemp("dash")
@@ -28,7 +28,7 @@ def sweep(tmp_path_factory) -> Path:
     return log_dir
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def offline_runs(sweep) -> dict[str, dict]:
     """Each run's W&B record (config, summary), read from its offline files as `wandb leet inspect` reads them."""
     runs = {}

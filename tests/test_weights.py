@@ -132,22 +132,24 @@ def test_published_weights_are_refused_for_unpublished_architectures():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["resnet50", "deit_small"])
-def test_unreachable_published_weights_are_one_line(tmp_path, model):
-    """No network (a proxy that refuses) and empty caches: the run fails in one line saying what to fetch. The
-    Hub's weights in offline mode too (HF_HUB_OFFLINE=1): huggingface_hub would retry the refused connection for
-    23 s of backoff first, and end in the same line."""
+def test_unreachable_published_weights_are_one_line(tmp_path):
+    """No network (a proxy that refuses) and empty caches: each run fails in one line saying what to fetch, for
+    torchvision's weights and for the Hub's in offline mode (HF_HUB_OFFLINE=1: huggingface_hub would retry the
+    refused connection for 23 s of backoff first, and end in the same line). Both in one command, a job each."""
     closed = "http://127.0.0.1:9"
     env = {"TORCH_HOME": str(tmp_path / "torch"), "HF_HOME": str(tmp_path / "hf"), "HTTPS_PROXY": closed,
            "https_proxy": closed, "HTTP_PROXY": closed, "http_proxy": closed, "HF_HUB_OFFLINE": "1"}
-    result = run_py(f"model={model}", "model.pretrained=true", "data.image_size=32", "group=offline",
+    result = run_py("-m", "model=resnet50,deit_small", "model.pretrained=true", "data.image_size=32", "group=offline",
                     log_dir=tmp_path, env=env)
-    assert result.returncode == 1
-    errors = [line for line in result.stderr.splitlines() if "model.pretrained=true" in line]
-    assert len(errors) == 1, result.stderr
-    where = ("https://download.pytorch.org/models/resnet50-0676ba61.pth" if model == "resnet50"
-             else "https://huggingface.co/timm/deit_small_patch16_224.fb_in1k")
-    assert "is not cached and cannot be downloaded" in errors[0] and where in errors[0]
-    assert "pass model.pretrained=<that file>" in errors[0] and "Traceback" not in result.stderr
-    summary = json.loads(next((tmp_path / "offline").rglob("summary.json")).read_text())
-    assert summary["status"] == "failed" and "model.pretrained=true" in summary["error"]
+    assert result.returncode == 1 and "2 job(s), 2 not finished" in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines()   # the jobs' own lines, not the closing ones
+              if "model.pretrained=true" in line and not line.startswith("  ")]
+    assert len(errors) == 2, result.stderr
+    for error, where in zip(errors, ("https://download.pytorch.org/models/resnet50-0676ba61.pth",
+                                     "https://huggingface.co/timm/deit_small_patch16_224.fb_in1k")):
+        assert "is not cached and cannot be downloaded" in error and where in error, error
+        assert "pass model.pretrained=<that file>" in error
+    assert "Traceback" not in result.stderr
+    summaries = [json.loads(p.read_text()) for p in (tmp_path / "offline").rglob("summary.json")]
+    assert len(summaries) == 2
+    assert all(s["status"] == "failed" and "model.pretrained=true" in s["error"] for s in summaries)
