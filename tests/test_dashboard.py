@@ -3,6 +3,7 @@ in the paper's order, with the baselines; and the final metrics are in each offl
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -18,7 +19,7 @@ SMALL = "model.width_mult=0.25"
 pytestmark = pytest.mark.xdist_group("dashboard")   # one pytest-xdist worker runs the module's sweep, once
 
 
-@pytest.fixture(scope="session")   # once a worker, whatever runs between: module scope was seen to set it up twice
+@pytest.fixture(scope="module")
 def sweep(tmp_path_factory) -> Path:
     """A finished two-job sweep, a step and a baseline, logged to offline W&B."""
     log_dir = tmp_path_factory.mktemp("dash")
@@ -28,7 +29,7 @@ def sweep(tmp_path_factory) -> Path:
     return log_dir
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def offline_runs(sweep) -> dict[str, dict]:
     """Each run's W&B record (config, summary), read from its offline files as `wandb leet inspect` reads them."""
     runs = {}
@@ -88,6 +89,15 @@ def test_dry_run_needs_no_entity_nor_wandb_workspaces(tmp_path, monkeypatch, cap
     with pytest.raises(SystemExit):   # and an entity: argparse's one-line usage error
         main(["--group", "dash"])
     assert "--entity is needed to save" in capsys.readouterr().err
+
+
+def test_the_module_is_one_pytest_xdist_group(request):
+    """Under `--dist loadgroup` a marked test's node id carries its group: that suffix is how pytest-xdist sends
+    the module (and the SLURM tests) to one worker. On pytest 9.2 it no longer took (pytest-dev/pytest-xdist#1386)
+    and the sweep above ran on both workers."""
+    if "PYTEST_XDIST_WORKER" not in os.environ or not request.config.getvalue("loadgroup"):
+        pytest.skip("not a pytest-xdist worker under --dist loadgroup")
+    assert request.node.nodeid.endswith("@dashboard"), request.node.nodeid
 
 
 def test_every_model_key_a_step_sets_is_a_column():

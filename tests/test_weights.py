@@ -141,15 +141,16 @@ def test_unreachable_published_weights_are_one_line(tmp_path):
            "https_proxy": closed, "HTTP_PROXY": closed, "http_proxy": closed, "HF_HUB_OFFLINE": "1"}
     result = run_py("-m", "model=resnet50,deit_small", "model.pretrained=true", "data.image_size=32", "group=offline",
                     log_dir=tmp_path, env=env)
-    assert result.returncode == 1 and "2 job(s), 2 not finished" in result.stderr, result.stderr
-    errors = [line for line in result.stderr.splitlines()   # the jobs' own lines, not the closing ones
+    out = result.stdout + result.stderr
+    assert result.returncode == 1 and "2 job(s), 2 not finished" in out, out
+    errors = [line for line in out.splitlines()   # the jobs' own lines, not the closing ones
               if "model.pretrained=true" in line and not line.startswith("  ")]
-    assert len(errors) == 2, result.stderr
+    assert len(errors) == 2, out
     for error, where in zip(errors, ("https://download.pytorch.org/models/resnet50-0676ba61.pth",
                                      "https://huggingface.co/timm/deit_small_patch16_224.fb_in1k")):
         assert "is not cached and cannot be downloaded" in error and where in error, error
         assert "pass model.pretrained=<that file>" in error
-    assert "Traceback" not in result.stderr
+    assert "Traceback" not in out
     summaries = [json.loads(p.read_text()) for p in (tmp_path / "offline").rglob("summary.json")]
     assert len(summaries) == 2
     assert all(s["status"] == "failed" and "model.pretrained=true" in s["error"] for s in summaries)
