@@ -63,6 +63,7 @@ def pytest_configure(config):
         torch.set_num_threads(len(share))
 
 
+@pytest.hookimpl(tryfirst=True)   # before pytest-xdist's own, which reads the group marks added here
 def pytest_collection_modifyitems(config, items):
     """Tests marked `slurm` need a cluster: `.ci/slurm` starts one on this machine (root, Debian); else they skip.
     Under pytest-xdist they run one after another on one worker: the cluster has a task slot per core. The slow
