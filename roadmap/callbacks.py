@@ -158,8 +158,11 @@ class Preemption(L.Callback):
         raise Preempted(f"{self.received} at epoch {trainer.current_epoch + 1}, step {trainer.global_step}: {where}")
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # only where ours is still installed: Lightning's teardown, which runs first, has put back what it found
+        # on SIGTERM, and restoring its handler there would keep this trainer (and its data) alive for good
         for sig, previous in self._previous.items():
-            signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
+            if signal.getsignal(sig) == self._handler:
+                signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
         self._previous = {}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import gc
 import inspect
 import json
 import logging
@@ -17,6 +18,7 @@ import typing
 from collections.abc import Mapping
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
@@ -36,7 +38,8 @@ from roadmap.runs import (ADDED_KEYS, BEST, BEST_WEIGHTS, CHECKPOINTS, LAST, PRE
                           WANDB_ID, config_diff, fingerprint, flat_config, parse_run_dir, read_history, run_lock,
                           same_run)
 from roadmap.schema import CLASSIC_AUGMENT, DataSchema, RoadmapNetSchema, TrainerSchema, _field_type, config_error
-from roadmap.train import RunError, train
+from roadmap.callbacks import Preemption
+from roadmap.train import RunError, run_job, train
 
 from conftest import FINISHED, REPO, TINY, compose, compose_with_hydra, run_py
 
@@ -45,6 +48,10 @@ SMALL = "model.width_mult=0.25"
 
 def _summary(run_dir: Path) -> dict:
     return json.loads((run_dir / SUMMARY).read_text())
+
+
+def _trainers() -> int:
+    return sum(isinstance(o, L.Trainer) for o in gc.get_objects())
 
 
 def _step(ckpt: Path) -> int:
@@ -143,6 +150,18 @@ def test_sigterm_checkpoints_now_records_interrupted_and_resumes(tiny_cfg, tmp_p
         train(tiny_cfg(*run, f"paths.output_dir={out}"))
         assert _summary(out)["status"] == "finished" and _summary(out)["steps"] == 12
         assert [(r["epoch"], r["step"]) for r in read_history(out)] == [(1, 4), (2, 8), (3, 12)]
+
+
+@pytest.mark.slow
+def test_a_finished_run_puts_the_signal_handlers_back_and_keeps_nothing_alive(tiny_cfg):
+    """Preemption's handlers go once the run ends, and Lightning's with them: a handler left installed held its
+    trainer, so each job of a multirun kept the last one's model and decoded images (~0.5 GB a job)."""
+    before = {sig: signal.getsignal(sig) for sig in Preemption.SIGNALS}
+    gc.collect()
+    alive = _trainers()
+    run_job(tiny_cfg("+roadmap=step00_baseline", SMALL))
+    assert {sig: signal.getsignal(sig) for sig in Preemption.SIGNALS} == before
+    assert _trainers() <= alive   # and run_job collected what the run left
 
 
 @pytest.mark.slow
