@@ -88,7 +88,7 @@ def budget_figure(table: pd.DataFrame, title: str) -> Figure:
     ax.set_ylim(len(table) - 0.5, -0.5)
     ax.set_xlabel("Δ top-1 over the previous row (points): mean over seeds, paired 95 % CI")
     ax.grid(axis="x", alpha=0.3)
-    fig.legend(loc="outside lower center", ncol=min(len(settings) + 1, 4), fontsize=8, frameon=False,
+    fig.legend(loc="outside lower center", ncol=min(len(settings) + 1, 3), fontsize=8, frameon=False,
                title=f"setting ({common})" if common else "setting", title_fontsize=8)
     fig.suptitle(title)
     return fig
