@@ -188,8 +188,9 @@ def test_sigterm_to_the_command_exits_nonzero(tmp_path):
 def test_a_signal_to_a_parallel_sweep_reaches_every_job_and_the_rerun_resumes_them(tmp_path):
     """SIGTERM to the command of a joblib sweep (as Docker sends it): each worker's job checkpoints mid-epoch,
     records interrupted and exits, the command closes with their lines and exit code 1 (from what the workers
-    recorded: it never sees into them), no worker outlives it, and the same command resumes both. Each job holds
-    at epoch 2 until a signal comes (conftest.HoldForSignal)."""
+    recorded: it never sees into them), no worker outlives it, and the same sweep resumes both (rerun in one
+    process: the directories and checkpoints are the jobs', not the launcher's, and two more worker starts cost
+    ~15 s of imports). Each job holds at epoch 2 until a signal comes (conftest.HoldForSignal)."""
     args = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "+roadmap=step00_baseline", SMALL, "seed=0,1",
             "trainer.max_epochs=3", "trainer.limit_train_batches=4", "+callbacks.hold._target_=conftest.HoldForSignal"]
     cmd = [sys.executable, str(REPO / "run.py"), "-m", *TINY, f"paths.log_dir={tmp_path}", *args[1:]]
@@ -209,7 +210,7 @@ def test_a_signal_to_a_parallel_sweep_reaches_every_job_and_the_rerun_resumes_th
     assert [_summary(r)["status"] for r in runs] == ["interrupted", "interrupted"], out
     assert all(_step(r / CHECKPOINTS / LAST) == 5 for r in runs)   # epoch 1's 4 steps and the one held
 
-    rerun = run_py(*args, log_dir=tmp_path, env={"PYTHONPATH": str(REPO / "tests")})
+    rerun = run_py("-m", *args[3:], log_dir=tmp_path, env={"PYTHONPATH": str(REPO / "tests")})
     assert rerun.returncode == 0 and (rerun.stdout + rerun.stderr).count(f"resuming from {tmp_path}") == 2, rerun.stderr
     assert [(_summary(r)["status"], _summary(r)["steps"]) for r in runs] == [("finished", 12)] * 2
 
