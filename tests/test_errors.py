@@ -23,6 +23,7 @@ import roadmap.checkpoints
 from roadmap.module import NonFiniteLossError
 from roadmap.report import load_runs, write_report
 from roadmap.atomic import write_atomic
+from roadmap.console import FULL_ERROR_ENV
 from roadmap.runs import CHECKPOINTS, LAST, SUMMARY
 from roadmap.train import RunError, run_job, train
 
@@ -49,9 +50,15 @@ def test_unknown_roadmap_step_lists_the_steps(tmp_path):
 
 
 @pytest.mark.slow
-def test_full_traceback_on_request(tmp_path):
-    proc = run_py("+roadmap=step00_baseline", "model.kernel_size=4", log_dir=tmp_path, env={"HYDRA_FULL_ERROR": "1"})
-    assert proc.returncode != 0 and "Traceback" in proc.stderr
+def test_full_traceback_on_request(tmp_path, tiny_cfg, monkeypatch):
+    """HYDRA_FULL_ERROR=1 lets the traceback through: run.py's, for a composition error (no job starts, so
+    no torch import), and run_job's, for a job's own error (in this process, as run.py calls it)."""
+    proc = run_py("+roadmap=step08_nope", log_dir=tmp_path, env={"HYDRA_FULL_ERROR": "1"})
+    assert proc.returncode != 0 and "Traceback" in proc.stderr, proc.stderr
+    monkeypatch.delenv(FULL_ERROR_ENV, raising=False)   # run.py sets it from HYDRA_FULL_ERROR
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    with pytest.raises(ValueError, match="model.kernel_size=4 is invalid"):   # logged as one line without
+        run_job(tiny_cfg("+roadmap=step00_baseline", "model.kernel_size=4"))
 
 
 # run.py is `run_job` behind @hydra.main (proven above): the other cases run in-process through it.
