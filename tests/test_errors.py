@@ -57,7 +57,8 @@ def test_full_traceback_on_request(tmp_path, tiny_cfg, monkeypatch):
     assert proc.returncode != 0 and "Traceback" in proc.stderr, proc.stderr
     monkeypatch.delenv(FULL_ERROR_ENV, raising=False)   # run.py sets it from HYDRA_FULL_ERROR
     monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
-    with pytest.raises(ValueError, match="model.kernel_size=4 is invalid"):   # logged as one line without
+    # without HYDRA_FULL_ERROR the same error is one logged line (test_failing_sweep_job_is_isolated_and_reported)
+    with pytest.raises(ValueError, match="model.kernel_size=4 is invalid"):
         run_job(tiny_cfg("+roadmap=step00_baseline", "model.kernel_size=4"))
 
 
