@@ -124,6 +124,27 @@ def run_py(*args: str, log_dir: Path, env: dict | None = None, timeout: int = 30
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=full_env)
 
 
+HOLD = "+callbacks.hold._target_=conftest.HoldForSignal"   # run.py finds it with tests/ on PYTHONPATH
+
+
+def start_held(*args: str, log_dir: Path, jobs: int = 1) -> subprocess.Popen:
+    """`python run.py` as run_py starts it, with HOLD, in the background: returned once `jobs` of its jobs hold
+    before step 2 of epoch 2, so that a signal sent now arrives mid-epoch, after epoch 1's checkpoint, however
+    slow the machine. Its output is a pipe (`communicate()`)."""
+    flags = [a for a in args if a.startswith("-")]
+    cmd = [sys.executable, str(REPO / "run.py"), *flags, *TINY, f"paths.log_dir={log_dir}",
+           *(a for a in args if not a.startswith("-")), HOLD]
+    env = {**os.environ, "ROADMAP_OUTPUT_DIR": str(log_dir), "PYTHONPATH": str(REPO / "tests")}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 240
+    while len(list(log_dir.rglob("ready"))) < jobs and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    if proc.poll() is not None or len(list(log_dir.rglob("ready"))) < jobs:
+        proc.kill()
+        pytest.fail("run.py's jobs did not hold at epoch 2:\n" + proc.communicate()[0])
+    return proc
+
+
 CLASSES = ("ant", "bee", "cat")
 
 

@@ -8,8 +8,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -27,7 +25,7 @@ from roadmap.console import FULL_ERROR_ENV
 from roadmap.runs import CHECKPOINTS, LAST, SUMMARY
 from roadmap.train import RunError, run_job, train
 
-from conftest import REPO, TINY, make_folder, run_py
+from conftest import HOLD, make_folder, run_py, start_held
 
 SMALL = "model.width_mult=0.25"
 
@@ -204,30 +202,22 @@ def test_disk_full_during_the_summary_is_one_line_and_the_run_stays_resumable(ti
 # -- crash and resume: SIGKILL mid-epoch, rerun, same result -------------------------------------------
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_rerun_matches_uninterrupted(tiny_cfg, tmp_path, caplog):
-    """A real run.py is killed; the uninterrupted run and the rerun are train() in this process, as run.py runs
-    it (proven above), on the same config."""
+    """A real run.py is killed mid-epoch; the uninterrupted run and the rerun are train() in this process, as
+    run.py runs it (proven above), on the same config."""
     caplog.set_level(logging.INFO, logger="roadmap")
-    args = ["+roadmap=step00_baseline", "trainer.max_epochs=3", "trainer.limit_train_batches=6",
-            "data.train_size=192"]
+    args = ["+roadmap=step00_baseline", SMALL, "trainer.max_epochs=3", "trainer.limit_train_batches=4"]
     straight = tiny_cfg(*args, f"paths.output_dir={tmp_path / 'straight'}")
     train(straight)
 
-    cmd = [sys.executable, str(REPO / "run.py"), *TINY, f"paths.log_dir={tmp_path / 'killed'}", *args]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    last = None
-    while time.time() < deadline and proc.poll() is None:
-        last = next((tmp_path / "killed").rglob("last.ckpt"), None)
-        if last is not None:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None and last is not None, "run ended before it could be killed mid-epoch"
+    proc = start_held(*args, log_dir=tmp_path / "killed")
     os.kill(proc.pid, signal.SIGKILL)  # in epoch 2, epoch 1's checkpoint on disk
-    proc.wait()
+    proc.communicate()
     assert not list((tmp_path / "killed").rglob("summary.json"))  # nothing that looks like a result
 
-    killed = last.parent.parent   # the run directory run.py chose (quoted: its name holds '=' and ',')
-    train(tiny_cfg(*args, f"paths.output_dir='{killed}'"))
+    (ready,) = (tmp_path / "killed").rglob("ready")
+    killed = ready.parent   # the run directory run.py chose (quoted: its name holds '=' and ',')
+    assert (killed / CHECKPOINTS / LAST).is_file()
+    train(tiny_cfg(*args, HOLD, f"paths.output_dir='{killed}'"))   # `ready` is there: it holds no more
     assert any(r.getMessage().startswith("resuming from") for r in caplog.records)
     a, b = (json.loads((Path(c) / "summary.json").read_text()) for c in (straight.paths.output_dir, killed))
     assert b["status"] == "finished"

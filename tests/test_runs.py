@@ -11,9 +11,6 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
-import sys
-import time
 import typing
 from collections.abc import Mapping
 from pathlib import Path
@@ -41,7 +38,7 @@ from roadmap.schema import CLASSIC_AUGMENT, DataSchema, RoadmapNetSchema, Traine
 from roadmap.callbacks import Preemption
 from roadmap.train import RunError, run_job, train
 
-from conftest import FINISHED, REPO, TINY, compose, compose_with_hydra, run_py
+from conftest import FINISHED, HOLD, REPO, TINY, compose, compose_with_hydra, run_py, start_held
 
 SMALL = "model.width_mult=0.25"
 
@@ -168,15 +165,10 @@ def test_a_finished_run_puts_the_signal_handlers_back_and_keeps_nothing_alive(ti
 
 @pytest.mark.slow
 def test_sigterm_to_the_command_exits_nonzero(tmp_path):
-    args = ["+roadmap=step00_baseline", "trainer.max_epochs=3", "trainer.limit_train_batches=6",
-            "data.train_size=192"]
-    cmd = [sys.executable, str(REPO / "run.py"), *TINY, f"paths.log_dir={tmp_path}", *args]
-    env = {**os.environ, "ROADMAP_OUTPUT_DIR": str(tmp_path)}
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None and not list(tmp_path.rglob(LAST)):
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before it could be preempted"
+    """SIGTERM to run.py whose job runs in its own process: the job checkpoints, records interrupted, and the
+    command exits non-zero."""
+    proc = start_held("+roadmap=step00_baseline", SMALL, "trainer.max_epochs=3", "trainer.limit_train_batches=4",
+                      log_dir=tmp_path)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode != 0, out
@@ -191,14 +183,8 @@ def test_a_signal_to_a_parallel_sweep_reaches_every_job_and_the_rerun_resumes_th
     recorded: it never sees into them), no worker outlives it, and the same sweep resumes both (rerun in one
     process: the directories and checkpoints are the jobs', not the launcher's, and two more worker starts cost
     ~15 s of imports). Each job holds at epoch 2 until a signal comes (conftest.HoldForSignal)."""
-    args = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "+roadmap=step00_baseline", SMALL, "seed=0,1",
-            "trainer.max_epochs=3", "trainer.limit_train_batches=4", "+callbacks.hold._target_=conftest.HoldForSignal"]
-    cmd = [sys.executable, str(REPO / "run.py"), "-m", *TINY, f"paths.log_dir={tmp_path}", *args[1:]]
-    env = {**os.environ, "ROADMAP_OUTPUT_DIR": str(tmp_path), "PYTHONPATH": str(REPO / "tests")}
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 240
-    while len(list(tmp_path.rglob("ready"))) < 2 and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
+    args = ["+roadmap=step00_baseline", SMALL, "seed=0,1", "trainer.max_epochs=3", "trainer.limit_train_batches=4"]
+    proc = start_held("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *args, log_dir=tmp_path, jobs=2)
     workers = [json.loads(p.read_text())["pid"] for p in (tmp_path / ".launches").glob("*/*.json")]
     assert len(workers) == 2 and os.getpid() not in workers and proc.pid not in workers, workers
     proc.send_signal(signal.SIGTERM)
@@ -210,7 +196,7 @@ def test_a_signal_to_a_parallel_sweep_reaches_every_job_and_the_rerun_resumes_th
     assert [_summary(r)["status"] for r in runs] == ["interrupted", "interrupted"], out
     assert all(_step(r / CHECKPOINTS / LAST) == 5 for r in runs)   # epoch 1's 4 steps and the one held
 
-    rerun = run_py("-m", *args[3:], log_dir=tmp_path, env={"PYTHONPATH": str(REPO / "tests")})
+    rerun = run_py("-m", *args, HOLD, log_dir=tmp_path, env={"PYTHONPATH": str(REPO / "tests")})
     assert rerun.returncode == 0 and (rerun.stdout + rerun.stderr).count(f"resuming from {tmp_path}") == 2, rerun.stderr
     assert [(_summary(r)["status"], _summary(r)["steps"]) for r in runs] == [("finished", 12)] * 2
 
