@@ -1,6 +1,7 @@
 """Hydra composition over the repo's conf/ and the resolvers its YAML uses."""
 from __future__ import annotations
 
+import functools
 import os
 import re
 import string
@@ -50,10 +51,11 @@ def _summary(path: Path) -> str:
     return re.split(r"(?<=[^.]{3})\. (?=[A-Z])", " ".join(prose))[0].rstrip(".")   # not at "e.g." or "Sec. 2"
 
 
+@functools.cache   # Hydra resolves the help template at each merge into it, 7 lists a composition
 def _help_options(folder: str, width: int = 118) -> str:
     """The help page's list of a group's configs (conf/roadmap, experiments/budget, ...), read from its folder: one
     line each, name and summary; sub-steps (02a) before their step (02), as in the paper's Table 10, and subfolders
-    (roadmap/baselines) after the folder's own files."""
+    (roadmap/baselines) after the folder's own files. Read once a process."""
     root = ROOT / folder
 
     def order(path: Path) -> tuple[int, str]:
@@ -68,7 +70,8 @@ def _help_options(folder: str, width: int = 118) -> str:
 
 
 def register_resolvers() -> None:
-    """The resolvers conf/ uses, and the config groups' typed schemas (`roadmap.schema`) in Hydra's ConfigStore."""
+    """The resolvers conf/ uses, and the config groups' typed schemas (`roadmap.schema`) in Hydra's ConfigStore:
+    both process-wide, put there once, when `roadmap` is imported."""
     from roadmap.paper import published   # here: roadmap.paper reads this module's paths
 
     schema.store()
@@ -82,7 +85,6 @@ def register_resolvers() -> None:
 def compose_with_hydra(overrides: Sequence[str] = ()) -> DictConfig:
     """conf/config.yaml composed with command-line style overrides, its `hydra` node kept (run and sweep
     directories, the help page) and set as the current HydraConfig, so `${hydra:...}` interpolations resolve."""
-    register_resolvers()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = hydra_compose("config", overrides=list(overrides), return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
