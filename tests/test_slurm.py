@@ -3,9 +3,7 @@ exit code, and a preempted job checkpoints, is requeued by SLURM and finishes; q
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,7 +11,7 @@ import pytest
 
 from roadmap.runs import CHECKPOINTS, LAST, RUN_LOG, SUMMARY
 
-from conftest import REPO, SLURM, TINY, run_py
+from conftest import SLURM, run_py, start_held
 
 pytestmark = pytest.mark.slurm
 SMALL = "model.width_mult=0.25"
@@ -33,23 +31,17 @@ def _quiet(out: str, log_dir: Path) -> None:
 
 
 @pytest.mark.slow
-def test_a_sweep_through_slurm_finishes_both_jobs(tmp_path):
-    proc = run_py("-m", *SLURM, "+roadmap=step00_baseline,step07_separate_downsampling", SMALL, log_dir=tmp_path)
+def test_a_sweep_through_slurm_closes_as_locally_and_a_failed_job_fails_the_command(tmp_path):
+    """Two jobs on the cluster, the second with a bad flag: the command closes with a line for each, the failed
+    one's in one line, and exits 1, as a local sweep does (test_errors)."""
+    proc = run_py("-m", *SLURM, "+roadmap=step05_kernel7", "model.kernel_size=3,4", SMALL, log_dir=tmp_path)
     out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out
-    closing = proc.stdout[proc.stdout.index("2 job(s), 0 not finished:"):].splitlines()[1:]
-    assert len(closing) == 2 and all(": finished, top-1 " in line for line in closing), out
-    assert [s["status"] for s in _summaries(tmp_path)] == ["finished", "finished"]
-    _quiet(out, tmp_path)
-
-
-@pytest.mark.slow
-def test_a_failing_slurm_job_fails_the_command(tmp_path):
-    proc = run_py("-m", *SLURM, "+roadmap=step05_kernel7", "model.kernel_size=4", SMALL, log_dir=tmp_path)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 1 and "1 job(s), 1 not finished" in out and "model.kernel_size=4 is invalid" in out, out
-    (summary,) = _summaries(tmp_path)
-    assert summary["status"] == "failed" and "Traceback" not in proc.stderr
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, out
+    closing = proc.stderr[proc.stderr.index("2 job(s), 1 not finished:"):].splitlines()[1:3]
+    finished = [line for line in closing if ": finished, top-1 " in line]
+    failed = [line for line in closing if ": failed (" in line and "model.kernel_size=4 is invalid" in line]
+    assert len(finished) == len(failed) == 1, out
+    assert sorted(s["status"] for s in _summaries(tmp_path)) == ["failed", "finished"]
     _quiet(out, tmp_path)
 
 
@@ -57,18 +49,11 @@ def test_a_failing_slurm_job_fails_the_command(tmp_path):
 def test_a_preempted_slurm_job_checkpoints_is_requeued_and_finishes(tmp_path):
     """`scontrol requeue` (what a preemption with PreemptMode=REQUEUE does): SIGTERM mid-epoch 2 of 3, the
     checkpoint of the 5 steps done, SLURM's requeue, and the requeued job resumes to the 12 steps of a whole run."""
-    name, ready = f"roadmap-{tmp_path.name}", tmp_path / "ready"
-    cmd = [sys.executable, str(REPO / "run.py"), "-m", *TINY, f"paths.log_dir={tmp_path}", *SLURM,
-           f"hydra.launcher.name={name}", "+roadmap=step00_baseline", SMALL, "trainer.max_epochs=3",
-           "trainer.limit_train_batches=4", "+callbacks.hold._target_=conftest.HoldForSignal",
-           f"+callbacks.hold.ready={ready}"]
-    env = {**os.environ, "ROADMAP_OUTPUT_DIR": str(tmp_path), "PYTHONPATH": str(REPO / "tests")}
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    name = f"roadmap-{tmp_path.name}"
+    proc = start_held("-m", *SLURM, f"hydra.launcher.name={name}", "+roadmap=step00_baseline", SMALL,
+                      "trainer.max_epochs=3", "trainer.limit_train_batches=4", log_dir=tmp_path)
+    deadline = time.time() + 240
     try:
-        deadline = time.time() + 240
-        while not ready.exists() and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.2)
-        assert ready.exists(), "the job never reached epoch 2"
         job = subprocess.run(["squeue", "-h", "-n", name, "-o", "%i"], capture_output=True, text=True).stdout.strip()
         subprocess.run(["scontrol", "requeue", job], check=True)
         # SLURM holds a requeued job for two minutes before it may start again: release it now
