@@ -26,11 +26,11 @@ REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = os.environ.get("ROADMAP_DATA_DIR")
 STEPS = sorted(p.stem for p in (REPO / "conf" / "roadmap").glob("*.yaml"))
 
-# Small enough for 2 CPU cores: 32-px synthetic images, a handful of batches, one thread a run, no W&B.
+# Small enough for 2 CPU cores: 32-px synthetic images, a handful of batches, no W&B.
 TINY = ["data=synthetic", "data.image_size=32", "data.batch_size=16", "data.num_workers=0",
         "data.train_size=160", "data.val_size=64", "logger=none", "trainer.accelerator=cpu",
         "trainer.devices=1", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
-        "trainer.limit_val_batches=2", "trainer.deterministic=true", "trainer.cpu_threads=1"]
+        "trainer.limit_val_batches=2", "trainer.deterministic=true"]
 
 
 @functools.cache
@@ -53,14 +53,14 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
 
 
 def pytest_configure(config):
-    """Under pytest-xdist each worker computes on its share of the cores, and every run the suite starts on one
-    thread (TINY), so two workers' OpenMP threads never fight over one core. The processes are not pinned to a
-    core: a process start (~11 s of imports on a slow CPU) or a wait in one worker leaves the other core to the
-    other worker (pinned, the suite took 6 min 10 s on 2 AVX2-only cores; not pinned, 5 min 48 s)."""
-    from roadmap.data import usable_cores
-    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", 1))
-    if os.environ.get("PYTEST_XDIST_WORKER") and count > 1:
-        torch.set_num_threads(max(1, usable_cores() // count))
+    """Under pytest-xdist each worker gets its share of the cores (its runs and their subprocesses inherit it, and
+    `trainer.cpu_threads=auto` counts it), so two workers' OpenMP threads never fight over one core."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", 1))
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if worker and 1 < count <= len(cores):
+        share = cores[int(worker.removeprefix("gw"))::count]
+        os.sched_setaffinity(0, share)
+        torch.set_num_threads(len(share))
 
 
 @pytest.hookimpl(tryfirst=True)   # before pytest-xdist's own, which reads the group marks added here

@@ -316,9 +316,9 @@ def test_cpu_threads_split_cores_among_processes(tiny_cfg):
     from roadmap.device import set_cpu_threads
     before = torch.get_num_threads()
     try:
-        set_cpu_threads(tiny_cfg("data.num_workers=1", "trainer.cpu_threads=auto"))
+        set_cpu_threads(tiny_cfg("data.num_workers=1"))
         assert torch.get_num_threads() == usable_cores()
-        set_cpu_threads(tiny_cfg("trainer.devices=2", "trainer.cpu_threads=auto"))
+        set_cpu_threads(tiny_cfg("trainer.devices=2"))
         assert torch.get_num_threads() == max(1, usable_cores() // 2)
         set_cpu_threads(tiny_cfg("trainer.cpu_threads=1"))
         assert torch.get_num_threads() == 1
