@@ -125,6 +125,7 @@ def run_py(*args: str, log_dir: Path, env: dict | None = None, timeout: int = 30
 
 
 HOLD = "+callbacks.hold._target_=conftest.HoldForSignal"   # run.py finds it with tests/ on PYTHONPATH
+READY = "ready"   # the file HoldForSignal makes in the run directory when it holds
 
 
 def start_held(*args: str, log_dir: Path, jobs: int = 1) -> subprocess.Popen:
@@ -137,9 +138,9 @@ def start_held(*args: str, log_dir: Path, jobs: int = 1) -> subprocess.Popen:
     env = {**os.environ, "ROADMAP_OUTPUT_DIR": str(log_dir), "PYTHONPATH": str(REPO / "tests")}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 240
-    while len(list(log_dir.rglob("ready"))) < jobs and proc.poll() is None and time.time() < deadline:
+    while len(list(log_dir.rglob(READY))) < jobs and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    if proc.poll() is not None or len(list(log_dir.rglob("ready"))) < jobs:
+    if proc.poll() is not None or len(list(log_dir.rglob(READY))) < jobs:
         proc.kill()
         pytest.fail("run.py's jobs did not hold at epoch 2:\n" + proc.communicate()[0])
     return proc
@@ -214,16 +215,12 @@ class SigtermAt(L.Callback):
 
 
 class HoldForSignal(L.Callback):
-    """Before the given step of epoch 2, once: creates `ready` (a path, or a name in the run directory) and waits
-    (a minute at most) for a preemption signal, so a signal sent when it appears arrives mid-run however slow the
-    machine."""
-
-    def __init__(self, ready: str = "ready", batch: int = 1):
-        self.ready, self.batch = Path(ready), batch
+    """Before step 2 of epoch 2, once: creates READY in the run directory and waits (a minute at most) for a
+    preemption signal, so a signal sent when it appears arrives mid-run however slow the machine (start_held)."""
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        ready = Path(trainer.default_root_dir) / self.ready
-        if trainer.current_epoch == 1 and batch_idx == self.batch and not ready.exists():
+        ready = Path(trainer.default_root_dir) / READY
+        if trainer.current_epoch == 1 and batch_idx == 1 and not ready.exists():
             (preemption,) = (c for c in trainer.callbacks if type(c).__name__ == "Preemption")
             ready.touch()
             deadline = time.time() + 60

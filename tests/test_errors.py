@@ -25,7 +25,7 @@ from roadmap.console import FULL_ERROR_ENV
 from roadmap.runs import CHECKPOINTS, LAST, SUMMARY
 from roadmap.train import RunError, run_job, train
 
-from conftest import HOLD, make_folder, run_py, start_held
+from conftest import HOLD, READY, make_folder, run_py, start_held
 
 SMALL = "model.width_mult=0.25"
 
@@ -214,7 +214,7 @@ def test_sigkill_mid_epoch_then_rerun_matches_uninterrupted(tiny_cfg, tmp_path, 
     proc.communicate()
     assert not list((tmp_path / "killed").rglob("summary.json"))  # nothing that looks like a result
 
-    (ready,) = (tmp_path / "killed").rglob("ready")
+    (ready,) = (tmp_path / "killed").rglob(READY)
     killed = ready.parent   # the run directory run.py chose (quoted: its name holds '=' and ',')
     assert (killed / CHECKPOINTS / LAST).is_file()
     train(tiny_cfg(*args, HOLD, f"paths.output_dir='{killed}'"))   # `ready` is there: it holds no more

@@ -165,8 +165,8 @@ def test_a_finished_run_puts_the_signal_handlers_back_and_keeps_nothing_alive(ti
 
 @pytest.mark.slow
 def test_sigterm_to_the_command_exits_nonzero(tmp_path):
-    """SIGTERM to run.py whose job runs in its own process: the job checkpoints, records interrupted, and the
-    command exits non-zero."""
+    """SIGTERM to a run.py that runs its job in its own process (no sweep): the job checkpoints, records
+    interrupted, and the command exits non-zero."""
     proc = start_held("+roadmap=step00_baseline", SMALL, "trainer.max_epochs=3", "trainer.limit_train_batches=4",
                       log_dir=tmp_path)
     proc.send_signal(signal.SIGTERM)

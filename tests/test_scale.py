@@ -9,7 +9,7 @@ import sys
 import pytest
 from hydra import compose, initialize_config_dir
 
-from roadmap.config import CONF_DIR, register_resolvers
+from roadmap.config import CONF_DIR
 from roadmap.train import train
 
 import conftest
@@ -66,7 +66,6 @@ def test_a_two_task_slurm_job_reduces_metrics_across_ranks(single, tmp_path):
 
 @pytest.mark.parametrize("launcher", ["submitit_slurm", "slurm"])
 def test_slurm_launcher_composes(launcher):
-    register_resolvers()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=["+experiment=trajectory", f"hydra/launcher={launcher}",
                                            "trainer.num_nodes=2"], return_hydra_config=True)
