@@ -13,6 +13,7 @@ import logging
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -198,6 +199,10 @@ def run_job(cfg: DictConfig) -> float | None:
         if full_tracebacks():
             raise
         log.error(f"{cfg.get('name', 'job')} (seed {cfg.get('seed')}): {one_line(e)}")
+        # its frames hold the job's loaders: freed now, a loader's workers exit when told; left to the cycle
+        # collector, each waits out torch's 5 s join timeout (multiprocessing's queue is closed before the
+        # iterator's own shutdown runs) and is then killed
+        traceback.clear_frames(e.__traceback__)
         return None
     finally:   # a job's trainer, model and data hold each other: free them (decoded images, ~0.5 GB) before the next
         gc.collect()
