@@ -200,8 +200,8 @@ def run_job(cfg: DictConfig) -> float | None:
             raise
         log.error(f"{cfg.get('name', 'job')} (seed {cfg.get('seed')}): {one_line(e)}")
         # its frames hold the job's loaders: freed now, a loader's workers exit when told; left to the cycle
-        # collector, each waits out torch's 5 s join timeout (multiprocessing's queue is closed before the
-        # iterator's own shutdown runs) and is then killed
+        # collector, each waits out torch's 5 s join timeout and is killed (the index queue's finalizer has queued
+        # its close sentinel before the iterator's shutdown queues the worker's stop)
         traceback.clear_frames(e.__traceback__)
         return None
     finally:   # a job's trainer, model and data hold each other: free them (decoded images, ~0.5 GB) before the next
