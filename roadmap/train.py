@@ -70,7 +70,11 @@ def _run(cfg: DictConfig, run_dir: Path, record: dict[str, Any]) -> Summary:
         log_config(loggers, record, summary)
         if cfg.eval_only:   # ckpt_path's weights on the val split: nothing trained, resumed or kept
             return evaluate(trainer, module, datamodule, cfg.ckpt_path, summary, run_dir)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+        except BaseException:   # Lightning tears down the loop that failed: a sanity check's leaves the fit loop's
+            trainer.fit_loop.teardown()   # train loader with live workers
+            raise
         _record_fit(cfg, trainer, module, summary, run_dir)
         if summary.status == "finished":
             log_final(loggers, summary)

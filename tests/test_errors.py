@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -86,8 +87,13 @@ def test_bad_input_is_one_logged_line(tiny_cfg, tmp_path, caplog, overrides, nee
 
 
 @pytest.mark.slow
-def test_bad_image_in_a_loader_worker_is_one_clear_line(tiny_cfg, tmp_path, caplog):
-    """A DataError raised in a DataLoader worker comes back multi-line; the log line keeps the worker's message."""
+def test_bad_image_in_a_loader_worker_is_one_clear_line(tiny_cfg, tmp_path, caplog, monkeypatch):
+    """A DataError raised in a DataLoader worker comes back multi-line; the log line keeps the worker's message.
+    The failed job's loader workers exit when told, none is killed after torch's join timeout."""
+    killed = []
+    terminate = multiprocessing.process.BaseProcess.terminate
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "terminate",
+                        lambda process: killed.append(process.pid) or terminate(process))
     folder = make_folder(tmp_path / "folder", per_class=2)
     bad = folder / "val" / "ant" / "0.JPEG"
     bad.write_bytes(bad.read_bytes()[:200])
@@ -97,6 +103,7 @@ def test_bad_image_in_a_loader_worker_is_one_clear_line(tiny_cfg, tmp_path, capl
     (error,) = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert "BadImageError: " in error and str(bad) in error and "data.bad_images=skip" in error, error
     assert "\n" not in error and "worker process" not in error, error
+    assert killed == []
 
 
 # -- in-process: what train() refuses, keeps and records ----------------------------------------------
