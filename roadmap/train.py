@@ -72,8 +72,10 @@ def _run(cfg: DictConfig, run_dir: Path, record: dict[str, Any]) -> Summary:
             return evaluate(trainer, module, datamodule, cfg.ckpt_path, summary, run_dir)
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
-        except BaseException:   # Lightning tears down the loop that failed: a sanity check's leaves the fit loop's
-            trainer.fit_loop.teardown()   # train loader with live workers
+        except BaseException:
+            # Lightning tears down only the loop that failed: after a sanity check's failure the fit loop still
+            # holds the train loader's iterator and its workers (run_job frees what the failed frames hold)
+            trainer.fit_loop.teardown()
             raise
         _record_fit(cfg, trainer, module, summary, run_dir)
         if summary.status == "finished":

@@ -90,10 +90,12 @@ def test_bad_input_is_one_logged_line(tiny_cfg, tmp_path, caplog, overrides, nee
 def test_bad_image_in_a_loader_worker_is_one_clear_line(tiny_cfg, tmp_path, caplog, monkeypatch):
     """A DataError raised in a DataLoader worker comes back multi-line; the log line keeps the worker's message.
     The failed job's loader workers exit when told, none is killed after torch's join timeout."""
-    killed = []
-    terminate = multiprocessing.process.BaseProcess.terminate
-    monkeypatch.setattr(multiprocessing.process.BaseProcess, "terminate",
-                        lambda process: killed.append(process.pid) or terminate(process))
+    killed, terminate = [], multiprocessing.process.BaseProcess.terminate
+
+    def recorded_terminate(process):   # torch's loader kills a worker that outlived its join timeout
+        killed.append(process.pid)
+        terminate(process)
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "terminate", recorded_terminate)
     folder = make_folder(tmp_path / "folder", per_class=2)
     bad = folder / "val" / "ant" / "0.JPEG"
     bad.write_bytes(bad.read_bytes()[:200])
