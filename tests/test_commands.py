@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from helpers.configs import REPO
 
 HEAVY = ("torch", "lightning", "wandb")
 # run.py as `python run.py ARGS` runs it, then which of HEAVY the process imported, on its last line

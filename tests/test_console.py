@@ -8,7 +8,7 @@ import pytest
 from roadmap.console import quiet
 from roadmap.runs import RUN_LOG
 
-from conftest import run_py
+from helpers.commands import run_py
 
 NOISE = ("litlogger", "LeafSpec", "GPU available", "TPU available", "smaller than the logging interval",
          "Automatic Mixed Precision", "to estimate number of stepping batches", "INFO: ")   # "INFO: " a 2nd copy

@@ -13,7 +13,7 @@ from roadmap import paper
 from roadmap.dashboard import build, main, missing, offline_run, specification
 from roadmap.runs import ORDER
 
-from conftest import run_py
+from helpers.commands import run_py
 
 SMALL = "model.width_mult=0.25"
 pytestmark = pytest.mark.xdist_group("dashboard")   # one pytest-xdist worker runs the module's sweep, once

@@ -26,7 +26,8 @@ import roadmap.data.datamodule
 from roadmap.data import (DATASETS, BatchNormalize, BatchPool, DataError, ImageDataModule, build_transforms,
                           synthesize)
 
-from conftest import CLASSES, compose, make_folder
+from helpers.configs import compose
+from helpers.data import CLASSES, make_folder
 
 def make_archive(folder: Path, archive: Path, stem: str = "imagewoof2-160") -> Path:
     with tarfile.open(archive, "w:gz") as tar:

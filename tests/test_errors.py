@@ -26,7 +26,8 @@ from roadmap.console import FULL_ERROR_ENV
 from roadmap.runs import CHECKPOINTS, LAST, SUMMARY
 from roadmap.train import RunError, run_job, train
 
-from conftest import HOLD, READY, make_folder, run_py, start_held
+from helpers.commands import HOLD, READY, run_py, start_held
+from helpers.data import make_folder
 
 SMALL = "model.width_mult=0.25"
 
@@ -120,7 +121,7 @@ def test_output_dir_not_writable(tiny_cfg, tmp_path):
 @pytest.mark.slow
 def test_nan_loss_stops_at_once_and_keeps_last_good_checkpoint(tiny_cfg, tmp_path):
     cfg = tiny_cfg("+roadmap=step00_baseline", SMALL, "trainer.max_epochs=3",
-                   "+callbacks.poison._target_=conftest.PoisonWeightsAtSecondEpoch")
+                   "+callbacks.poison._target_=helpers.faults.PoisonWeightsAtSecondEpoch")
     with pytest.raises(NonFiniteLossError, match=r"loss is nan at epoch 1, batch 0"):
         train(cfg)
     last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"

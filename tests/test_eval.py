@@ -18,7 +18,9 @@ from roadmap.models.weights import EMA_STATE
 from roadmap.runs import BEST_WEIGHTS, CHECKPOINTS, CONFUSION, EVAL, SUMMARY, run_dirs
 from roadmap.train import run_job, train
 
-from conftest import TINY, make_folder, run_py
+from helpers.commands import run_py
+from helpers.configs import TINY
+from helpers.data import make_folder
 
 RUN = ("+roadmap=step00_baseline", "model.width_mult=0.25", "trainer.precision=32-true")   # fp32: half the time
 

@@ -17,7 +17,7 @@ from roadmap.models.weights import load_weights
 from roadmap.runs import BEST, BEST_WEIGHTS, CHECKPOINTS, EXPORT, SUMMARY, save_config
 from roadmap.train import train
 
-from conftest import TINY, compose
+from helpers.configs import TINY, compose
 
 RUN = ("+roadmap=step07_separate_downsampling", "model.width_mult=0.25", "trainer.precision=32-true")
 X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))

@@ -12,7 +12,7 @@ from roadmap.models import RoadmapNet, from_timm_convnext, from_torchvision_resn
 from roadmap.config import CONF_DIR
 from roadmap.paper import convnextv2, roadmap_baselines, table10
 
-from conftest import STEPS, compose
+from helpers.configs import STEPS, compose
 
 
 def _model(*overrides: str, num_classes: int = 1000) -> torch.nn.Module:

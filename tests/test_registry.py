@@ -17,7 +17,7 @@ from roadmap import build_model, compose, registry
 from roadmap.models import RoadmapNet
 from roadmap.models.weights import WeightsError, _architecture
 
-from conftest import STEPS
+from helpers.configs import STEPS
 
 X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 

@@ -9,7 +9,7 @@ import pytest
 from roadmap.report import export_runs, write_report
 from roadmap.runs import RECORD
 
-from conftest import REPO
+from helpers.configs import REPO
 
 STUDIES = sorted(p.parent for p in (REPO / "results").glob("*/runs"))
 

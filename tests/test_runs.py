@@ -38,7 +38,8 @@ from roadmap.schema import CLASSIC_AUGMENT, DataSchema, RoadmapNetSchema, Traine
 from roadmap.callbacks import Preemption
 from roadmap.train import RunError, run_job, train
 
-from conftest import FINISHED, HOLD, REPO, TINY, compose, compose_with_hydra, run_py, start_held
+from helpers.commands import HOLD, run_py, start_held
+from helpers.configs import FINISHED, REPO, TINY, compose, compose_with_hydra
 
 SMALL = "model.width_mult=0.25"
 
@@ -140,7 +141,7 @@ def test_sigterm_checkpoints_now_records_interrupted_and_resumes(tiny_cfg, tmp_p
     for batch in (0, 2):
         out = tmp_path / f"preempted_at_{batch}"
         with pytest.raises(SystemExit):
-            train(tiny_cfg(*run, f"paths.output_dir={out}", "+callbacks.sigterm._target_=conftest.SigtermAt",
+            train(tiny_cfg(*run, f"paths.output_dir={out}", "+callbacks.sigterm._target_=helpers.faults.SigtermAt",
                            f"+callbacks.sigterm.batch={batch}"))
         s = _summary(out)
         assert s["status"] == "interrupted" and f"SIGTERM at epoch 2, step {4 + batch}" in s["error"], s["error"]
@@ -182,7 +183,7 @@ def test_a_signal_to_a_parallel_sweep_reaches_every_job_and_the_rerun_resumes_th
     records interrupted and exits, the command closes with their lines and exit code 1 (from what the workers
     recorded: it never sees into them), no worker outlives it, and the same sweep resumes both (rerun in one
     process: the directories and checkpoints are the jobs', not the launcher's, and two more worker starts cost
-    ~15 s of imports). Each job holds at epoch 2 until a signal comes (conftest.HoldForSignal)."""
+    ~15 s of imports). Each job holds at epoch 2 until a signal comes (helpers.faults.HoldForSignal)."""
     args = ["+roadmap=step00_baseline", SMALL, "seed=0,1", "trainer.max_epochs=3", "trainer.limit_train_batches=4"]
     proc = start_held("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *args, log_dir=tmp_path, jobs=2)
     workers = [json.loads(p.read_text())["pid"] for p in (tmp_path / ".launches").glob("*/*.json")]
@@ -208,7 +209,7 @@ def test_a_torn_last_checkpoint_falls_back_to_the_previous_one(tiny_cfg, tmp_pat
     run = ["+roadmap=step00_baseline", SMALL, "trainer.max_epochs=3", "recipe.lr=0"]
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(tiny_cfg(*run, f"paths.output_dir={tmp_path / 'one_torn'}",
-                       "+callbacks.crash._target_=conftest.CrashAfterSecondEpoch"))
+                       "+callbacks.crash._target_=helpers.faults.CrashAfterSecondEpoch"))
     ckpts = tmp_path / "one_torn" / CHECKPOINTS
     assert {p.name for p in ckpts.iterdir()} == {LAST, PREVIOUS, "best.ckpt"}   # no temporary left over
     assert (_step(ckpts / LAST), _step(ckpts / PREVIOUS)) == (4, 2)
@@ -232,7 +233,7 @@ def test_an_unreadable_summary_is_named_and_the_run_resumes(tiny_cfg, tmp_path, 
     caplog.set_level(logging.INFO, logger="roadmap")
     run = ["+roadmap=step00_baseline", SMALL, "trainer.max_epochs=2"]
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train(tiny_cfg(*run, "+callbacks.crash._target_=conftest.CrashAfterFirstEpoch"))
+        train(tiny_cfg(*run, "+callbacks.crash._target_=helpers.faults.CrashAfterFirstEpoch"))
     summary = tmp_path / "run" / SUMMARY
     summary.write_text(summary.read_text()[:30])   # torn: a kill while another tool rewrote it
     train(tiny_cfg(*run))

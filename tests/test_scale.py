@@ -12,8 +12,8 @@ from hydra import compose, initialize_config_dir
 from roadmap.config import CONF_DIR
 from roadmap.train import train
 
-import conftest
-from conftest import REPO, SLURM, TINY
+from helpers import configs
+from helpers.configs import REPO, SLURM, TINY
 
 # lr 0 on a LayerNorm model: weights cannot drift, so validation compares the cross-rank metric reduction
 # (torchmetrics sync, sync_dist losses) with a single process on the same 64 validation images. fp32: under bf16
@@ -39,7 +39,7 @@ def single(tmp_path_factory) -> dict:
     """The one-process run to compare with: train() in this process, as run.py runs it, on the same config (once
     for both tests a pytest-xdist worker runs)."""
     log_dir = tmp_path_factory.mktemp("single")
-    train(conftest.compose([*RUN, f"paths.log_dir={log_dir}", f"paths.output_dir={log_dir / 'run'}"]))
+    train(configs.compose([*RUN, f"paths.log_dir={log_dir}", f"paths.output_dir={log_dir / 'run'}"]))
     return json.loads((log_dir / "run" / "summary.json").read_text())
 
 

@@ -11,7 +11,8 @@ import pytest
 
 from roadmap.runs import CHECKPOINTS, LAST, RUN_LOG, SUMMARY
 
-from conftest import SLURM, run_py, start_held
+from helpers.commands import run_py, start_held
+from helpers.configs import SLURM
 
 pytestmark = pytest.mark.slurm
 SMALL = "model.width_mult=0.25"

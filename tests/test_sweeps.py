@@ -13,7 +13,7 @@ from matplotlib.image import imread
 
 from roadmap.report import write_report
 
-from conftest import REPO, TINY
+from helpers.configs import REPO, TINY
 
 
 @pytest.mark.slow

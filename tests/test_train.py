@@ -24,7 +24,8 @@ from roadmap import device
 from roadmap.device import resolve_precision
 from roadmap.train import train
 
-from conftest import FINISHED, imagewoof_archive
+from helpers.configs import FINISHED
+from helpers.data import imagewoof_archive
 
 SMALL = "model.width_mult=0.25"
 
@@ -202,7 +203,7 @@ def test_resume_matches_uninterrupted_run(tiny_cfg, tmp_path, workers):
     straight = tiny_cfg(*run, f"paths.output_dir={tmp_path / 'straight'}")
     train(straight)
     crashed = tiny_cfg(*run, f"paths.output_dir={tmp_path / 'resumed'}",
-                       "+callbacks.crash._target_=conftest.CrashAfterFirstEpoch")
+                       "+callbacks.crash._target_=helpers.faults.CrashAfterFirstEpoch")
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(crashed)
     assert _summary(crashed)["status"] == "failed"

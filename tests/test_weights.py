@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from roadmap import build_model, compose
 from roadmap.models.weights import WeightsError, load_pretrained, load_weights
 
-from conftest import run_py
+from helpers.commands import run_py
 
 X = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
 
