@@ -27,8 +27,10 @@ def pytest_configure(config):
 @pytest.hookimpl(tryfirst=True)   # before pytest-xdist's own, which reads the group marks added here
 def pytest_collection_modifyitems(config, items):
     """Tests marked `slurm` need a cluster: `.ci/slurm` starts one on this machine (root, Debian); else they skip.
-    Under pytest-xdist they run one after another on one worker: the cluster has a task slot per core. The slow
-    tests go first, so that no worker is left with a long one after the other has run out of tests."""
+    Under pytest-xdist they run one after another on one worker: the cluster has a task slot per core. The tests
+    marked `data` share a worker too, and so one extraction of the real archive (`data_cache`; ~13,000 files, ~5 s
+    to extract). The slow tests go first, so that no worker is left with a long one after the other has run out of
+    tests."""
     items.sort(key=lambda item: "slow" not in item.keywords)
     skip = pytest.mark.skip(reason="no sbatch on PATH: start a local SLURM cluster with `sudo .ci/slurm`")
     for item in items:
@@ -36,6 +38,8 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.xdist_group("slurm"))
             if shutil.which("sbatch") is None:
                 item.add_marker(skip)
+        if "data" in item.keywords:
+            item.add_marker(pytest.mark.xdist_group("data"))
 
 
 @pytest.fixture
@@ -69,5 +73,6 @@ def finished(finished_once, tmp_path) -> Path:
 
 @pytest.fixture(scope="session")
 def data_cache(tmp_path_factory) -> Path:
-    """One extraction cache for the whole test session (the Imagewoof archive extracts once)."""
+    """One extraction cache for the whole test session (the Imagewoof archive extracts once: the tests marked
+    `data` run on one pytest-xdist worker)."""
     return tmp_path_factory.mktemp("data_cache")

@@ -27,7 +27,7 @@ from roadmap.data import (DATASETS, BatchNormalize, BatchPool, DataError, ImageD
                           synthesize)
 
 from helpers.configs import compose
-from helpers.data import CLASSES, make_folder
+from helpers.data import CLASSES, imagewoof_archive, make_folder
 
 def make_archive(folder: Path, archive: Path, stem: str = "imagewoof2-160") -> Path:
     with tarfile.open(archive, "w:gz") as tar:
@@ -613,17 +613,12 @@ def test_folder_config_demands_num_classes() -> None:
 
 
 @pytest.fixture(scope="session")
-def imagewoof_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
-    """The real archive's folder and a cache it is extracted into once per test run."""
-    data_dir = os.environ.get("ROADMAP_DATA_DIR")
-    if not data_dir:
-        pytest.skip("ROADMAP_DATA_DIR is unset; point it at the folder holding imagewoof2-160.tgz")
-    if not (Path(data_dir) / "imagewoof2-160.tgz").is_file():
-        pytest.skip(f"no imagewoof2-160.tgz in ROADMAP_DATA_DIR={data_dir}")
-    cache = str(tmp_path_factory.mktemp("cache"))
-    dm = instantiate(compose(["data=imagewoof", f"data.root={data_dir}", f"paths.cache_dir={cache}"]).data)
+def imagewoof_dir(data_cache: Path) -> tuple[str, str]:
+    """The real archive's folder and the session's cache (conftest), the archive extracted into it."""
+    data_dir = str(imagewoof_archive().parent)
+    dm = instantiate(compose(["data=imagewoof", f"data.root={data_dir}", f"paths.cache_dir={data_cache}"]).data)
     dm.prepare_data()
-    return data_dir, cache
+    return data_dir, str(data_cache)
 
 
 @pytest.mark.data
