@@ -29,6 +29,7 @@ from roadmap.data import (DATASETS, BatchNormalize, BatchPool, DataError, ImageD
 from helpers.configs import compose
 from helpers.data import CLASSES, imagewoof_archive, make_folder
 
+
 def make_archive(folder: Path, archive: Path, stem: str = "imagewoof2-160") -> Path:
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(folder, arcname=stem)
